@@ -1,0 +1,1 @@
+"""Custom operators with pure-PyTorch reference implementations and optional CUDA kernels."""
