@@ -1,0 +1,1 @@
+"""EG3D-compatible network, loss, dataset and training-loop modules."""

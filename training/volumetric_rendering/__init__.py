@@ -1,0 +1,1 @@
+"""Tri-plane volume rendering: ray sampling, importance sampling and ray marching (EG3D-compatible, non-persistent)."""
