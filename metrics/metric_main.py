@@ -1,0 +1,179 @@
+"""Metric registry (EG3D/StyleGAN API): register_metric, calc_metric, report_metric -> metric-<name>.jsonl."""
+
+import json
+import os
+import time
+from typing import Callable, List, Optional
+
+import torch
+
+import dnnlib
+from dnnlib import registry
+
+from . import camera_recovery
+from . import depth_error
+from . import frechet_inception_distance
+from . import inception_score
+from . import kernel_inception_distance
+from . import metric_utils
+from . import non_flatness
+from . import precision_recall
+
+#----------------------------------------------------------------------------
+# Metrics are registered under the function name, both here and in dnnlib.registry (kind 'metric'), so that
+# plugins can add metrics through the registry alone.
+
+_metric_dict = dict() # name => fn
+
+def register_metric(fn: Callable) -> Callable:
+    assert callable(fn)
+    _metric_dict[fn.__name__] = fn
+    registry.register('metric', fn.__name__, fn)
+    return fn
+
+def _lookup(metric: str) -> Optional[Callable]:
+    if metric in _metric_dict:
+        return _metric_dict[metric]
+    if metric in registry.names('metric'):
+        return registry.resolve('metric', metric)
+    return None
+
+def is_valid_metric(metric: str) -> bool:
+    return _lookup(metric) is not None
+
+def list_valid_metrics() -> List[str]:
+    return sorted(set(_metric_dict) | set(registry.names('metric')))
+
+#----------------------------------------------------------------------------
+
+def calc_metric(metric: str, **kwargs) -> dnnlib.EasyDict:
+    """Compute a metric; kwargs go to MetricOptions. Results are broadcast from rank 0."""
+    fn = _lookup(metric)
+    if fn is None:
+        raise ValueError(f'Unknown metric {metric!r}; valid metrics: {", ".join(list_valid_metrics())}')
+    opts = metric_utils.MetricOptions(**kwargs)
+
+    # Calculate.
+    start_time = time.time()
+    results = fn(opts)
+    total_time = time.time() - start_time
+
+    # Broadcast results.
+    for key, value in list(results.items()):
+        if opts.num_gpus > 1:
+            value = torch.as_tensor(value, dtype=torch.float64, device=opts.device)
+            torch.distributed.broadcast(tensor=value, src=0)
+            value = float(value.cpu())
+        results[key] = value
+
+    # Decorate with metadata.
+    return dnnlib.EasyDict(
+        results=dnnlib.EasyDict(results),
+        metric=metric,
+        total_time=total_time,
+        total_time_str=dnnlib.util.format_time(total_time),
+        num_gpus=opts.num_gpus,
+    )
+
+#----------------------------------------------------------------------------
+
+def report_metric(result_dict: dict, run_dir: Optional[str] = None, snapshot_pkl: Optional[str] = None) -> None:
+    """Print one JSON line and append it to <run_dir>/metric-<name>.jsonl.
+
+    The line goes out in a single O_APPEND write followed by fsync, so concurrent writers cannot interleave and
+    a crash loses at most this line; a torn last line from an older crash is terminated first.
+    """
+    metric = result_dict['metric']
+    assert is_valid_metric(metric)
+    if run_dir is not None and snapshot_pkl is not None:
+        snapshot_pkl = os.path.relpath(snapshot_pkl, run_dir)
+
+    jsonl_line = json.dumps(dict(result_dict, snapshot_pkl=snapshot_pkl, timestamp=time.time()))
+    print(jsonl_line)
+    if run_dir is not None and os.path.isdir(run_dir):
+        path = os.path.join(run_dir, f'metric-{metric}.jsonl')
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            data = (jsonl_line + '\n').encode('utf-8')
+            size = os.fstat(fd).st_size
+            if size > 0:
+                with open(path, 'rb') as f:
+                    f.seek(size - 1)
+                    if f.read(1) != b'\n':
+                        data = b'\n' + data
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+#----------------------------------------------------------------------------
+# Recommended metrics (EG3D).
+
+@register_metric
+def fid50k_full(opts):
+    opts.dataset_kwargs.update(max_size=None, xflip=False)
+    fid = frechet_inception_distance.compute_fid(opts, max_real=None, num_gen=50000)
+    return dict(fid50k_full=fid)
+
+@register_metric
+def kid50k_full(opts):
+    opts.dataset_kwargs.update(max_size=None, xflip=False)
+    kid = kernel_inception_distance.compute_kid(opts, max_real=1000000, num_gen=50000, num_subsets=100, max_subset_size=1000)
+    return dict(kid50k_full=kid)
+
+@register_metric
+def pr50k3_full(opts):
+    opts.dataset_kwargs.update(max_size=None, xflip=False)
+    precision, recall = precision_recall.compute_pr(opts, max_real=200000, num_gen=50000, nhood_size=3, row_batch_size=10000, col_batch_size=10000)
+    return dict(pr50k3_full_precision=precision, pr50k3_full_recall=recall)
+
+@register_metric
+def is50k(opts):
+    opts.dataset_kwargs.update(max_size=None, xflip=False)
+    mean, std = inception_score.compute_is(opts, num_gen=50000, num_splits=10)
+    return dict(is50k_mean=mean, is50k_std=std)
+
+#----------------------------------------------------------------------------
+# Legacy metrics (50k reals, xflip as configured).
+
+@register_metric
+def fid50k(opts):
+    opts.dataset_kwargs.update(max_size=None)
+    fid = frechet_inception_distance.compute_fid(opts, max_real=50000, num_gen=50000)
+    return dict(fid50k=fid)
+
+@register_metric
+def kid50k(opts):
+    opts.dataset_kwargs.update(max_size=None)
+    kid = kernel_inception_distance.compute_kid(opts, max_real=50000, num_gen=50000, num_subsets=100, max_subset_size=1000)
+    return dict(kid50k=kid)
+
+@register_metric
+def pr50k3(opts):
+    opts.dataset_kwargs.update(max_size=None)
+    precision, recall = precision_recall.compute_pr(opts, max_real=50000, num_gen=50000, nhood_size=3, row_batch_size=10000, col_batch_size=10000)
+    return dict(pr50k3_precision=precision, pr50k3_recall=recall)
+
+#----------------------------------------------------------------------------
+# 3DGP metrics (3dgp-reference section 7) and our camera / geometry metrics for data sets with known truth.
+
+@register_metric
+def fid2k_full(opts):
+    opts.dataset_kwargs.update(max_size=None, xflip=False)
+    fid = frechet_inception_distance.compute_fid(opts, max_real=None, num_gen=2048)
+    return dict(fid2k_full=fid)
+
+@register_metric
+def nfs256(opts):
+    return dict(nfs256=non_flatness.compute_nfs(opts, num_gen=256, num_bins=64, cut_quantile=0.5, batch_size=4))
+
+@register_metric
+def camera_w1(opts):
+    return camera_recovery.compute_camera_w1(opts, num_gen=4096, max_real=None)
+
+@register_metric
+def depth_err(opts):
+    opts.dataset_kwargs.update(max_size=None, xflip=False)
+    return depth_error.compute_depth_err(opts, num_gen=1024, max_real=10000)
+
+#----------------------------------------------------------------------------

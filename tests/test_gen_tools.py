@@ -1,0 +1,169 @@
+"""gen_samples / gen_videos / shapes / calc_metrics on tiny random EG3D and 3DGP pickles: the files open back."""
+
+import json
+import os
+import pickle
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from click.testing import CliRunner
+
+import calc_metrics
+import gen_samples
+import gen_utils
+import gen_videos
+import shape_utils
+
+#----------------------------------------------------------------------------
+
+def tiny_eg3d_G():
+    """Smallest EG3D config the official layout allows: 2X SR to 128 px (w_dim 512 is fixed by the SR blocks),
+    a 256^2 backbone with 4-16 channels, rendering 16^2 x (4 + 4) samples."""
+    from training.triplane import TriPlaneGenerator
+    rk = dict(image_resolution=128, disparity_space_sampling=False, clamp_mode='softplus',
+        superresolution_module='training.superresolution.SuperresolutionHybrid2X', c_gen_conditioning_zero=False,
+        gpc_reg_prob=0.5, c_scale=1.0, superresolution_noise_mode='none', density_reg=0.25, density_reg_p_dist=0.004,
+        reg_type='l1', decoder_lr_mul=1.0, sr_antialias=True, depth_resolution=4, depth_resolution_importance=4,
+        ray_start=2.25, ray_end=3.3, box_warp=1, avg_camera_radius=2.7, avg_camera_pivot=[0, 0, 0.2])
+    torch.manual_seed(0)
+    G = TriPlaneGenerator(z_dim=512, c_dim=25, w_dim=512, img_resolution=128, img_channels=3, rendering_kwargs=rk,
+        mapping_kwargs=dict(num_layers=2), channel_base=512, channel_max=16, num_fp16_res=0, sr_num_fp16_res=0)
+    G.neural_rendering_resolution = 16
+    return G.eval().requires_grad_(False)
+
+def tiny_3dgp_G():
+    from eg3d_ext.generator import Generator
+    torch.manual_seed(0)
+    return Generator(16, 3, 16, 32, patch_resolution=8, tri_plane_resolution=16, tri_plane_channels=8,
+        mlp_kwargs=dict(hid_dim=16), rendering_kwargs=dict(depth_resolution=6, depth_resolution_importance=6),
+        mapping_kwargs=dict(num_layers=2), channel_base=256, channel_max=16, num_fp16_res=0,
+        camera_generator_kwargs=dict(hid_dim=16), depth_adaptor_kwargs=dict(hid_dim=8)).eval().requires_grad_(False)
+
+def write_pickle(G, path, training_set_kwargs=None):
+    with open(path, 'wb') as f:
+        pickle.dump(dict(training_set_kwargs=training_set_kwargs, G=G, D=torch.nn.Identity(), G_ema=G,
+                         augment_pipe=None), f)
+    return str(path)
+
+@pytest.fixture(scope='module')
+def eg3d_pkl(tmp_path_factory):
+    return write_pickle(tiny_eg3d_G(), tmp_path_factory.mktemp('eg3d') / 'eg3d-tiny.pkl')
+
+@pytest.fixture(scope='module')
+def gp_pkl(tmp_path_factory):
+    return write_pickle(tiny_3dgp_G(), tmp_path_factory.mktemp('3dgp') / '3dgp-tiny.pkl')
+
+def run(cli, args):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+#----------------------------------------------------------------------------
+
+def test_gen_samples_eg3d_images_depth_and_shapes(eg3d_pkl, tmp_path):
+    out = tmp_path / 'out'
+    run(gen_samples.generate_images, ['--network', eg3d_pkl, '--seeds', '0-1', '--outdir', out, '--trunc', 0.7,
+                                      '--shapes', 'true', '--shape-res', 24, '--shape-level', 'auto', '--device', 'cpu'])
+    for seed in (0, 1):
+        img = PIL.Image.open(out / f'seed{seed:04d}.png')
+        assert img.size == (128, 128) and img.mode == 'RGB'
+        depth = np.asarray(PIL.Image.open(out / f'seed{seed:04d}_depth.png'))
+        assert depth.shape == (16, 16) and depth.dtype in (np.uint16, np.int32) and depth.max() > 255 # 16-bit
+    vol = shape_utils.read_mrc(str(out / 'seed0000.mrc'))
+    assert vol.shape == (24, 24, 24) and np.isfinite(vol).all() and vol.std() > 0
+    verts, faces = shape_utils.read_ply(str(out / 'seed0000.ply'))
+    assert len(verts) > 0 and len(faces) > 0 and faces.max() < len(verts)
+    assert np.abs(verts).max() <= 0.5 + 1e-5 # inside the box_warp cube
+    import trimesh
+    mesh = trimesh.load(str(out / 'seed0000.ply'), force='mesh')
+    assert len(mesh.vertices) == len(verts)
+    # Different seeds give different images.
+    a, b = [np.asarray(PIL.Image.open(out / f'seed{s:04d}.png')) for s in (0, 1)]
+    assert np.abs(a.astype(int) - b).mean() > 0
+
+def test_gen_videos_eg3d_frame_count_grid_and_depth(eg3d_pkl, tmp_path):
+    import imageio
+    run(gen_videos.generate_videos, ['--network', eg3d_pkl, '--seeds', '0-1', '--grid', '2x1', '--frames', 5,
+                                     '--depth', 'true', '--outdir', tmp_path, '--device', 'cpu'])
+    for name in ('orbit-seed0000-0001.mp4', 'orbit-seed0000-0001_depth.mp4'):
+        reader = imageio.get_reader(str(tmp_path / name), 'ffmpeg')
+        frames = [f for f in reader]
+        reader.close()
+        assert len(frames) == 5
+        assert frames[0].shape == (128, 256, 3) # 2x1 grid of 128^2 cells
+    assert not [f for f in os.listdir(tmp_path) if f.endswith('.tmp.mp4')]
+
+def test_gen_tools_3dgp_learned_camera_class_and_sweep(gp_pkl, tmp_path):
+    import imageio
+    run(gen_samples.generate_images, ['--network', gp_pkl, '--seeds', '3', '--class', 1, '--camera', 'learned',
+                                      '--outdir', tmp_path, '--shapes', 'true', '--shape-res', 16, '--shape-level', 'auto'])
+    assert PIL.Image.open(tmp_path / "seed0003.png").size == (32, 32)
+    assert len(shape_utils.read_ply(str(tmp_path / 'seed0003.ply'))[0]) > 0
+    run(gen_videos.generate_videos, ['--network', gp_pkl, '--seeds', 0, '--trajectory', 'yaw-sweep', '--frames', 3,
+                                     '--outdir', tmp_path])
+    reader = imageio.get_reader(str(tmp_path / 'yaw-sweep-seed0000-0000.mp4'), 'ffmpeg')
+    assert reader.count_frames() == 3
+    reader.close()
+
+def test_gen_samples_bad_input_is_a_clear_error(eg3d_pkl, tmp_path):
+    result = CliRunner().invoke(gen_samples.generate_images, ['--network', eg3d_pkl, '--seeds', '0', '--outdir',
+                                                             str(tmp_path), '--camera', 'learned'])
+    assert result.exit_code != 0 and 'learns its cameras' in result.output
+    result = CliRunner().invoke(gen_samples.generate_images, ['--network', str(tmp_path / 'missing.pkl'), '--seeds',
+                                                             '0', '--outdir', str(tmp_path)])
+    assert result.exit_code != 0 and 'missing.pkl' in result.output
+
+#----------------------------------------------------------------------------
+
+def test_camera_helpers_match_eg3d_conventions(eg3d_pkl):
+    G = tiny_eg3d_G()
+    cam = gen_utils.frontal_camera(G)
+    c2w = cam[0, :16].reshape(4, 4)
+    # Frontal EG3D camera: on +z at the orbit radius, rotation ~diag(1,-1,-1) (spec d.4), looking at the pivot.
+    assert torch.allclose(c2w[:3, 3], torch.tensor([0, 0, 2.7]), atol=1e-5)
+    assert torch.allclose(c2w[:3, :3].diag().abs(), torch.ones(3), atol=0.01)
+    assert cam[0, 16].item() == pytest.approx(4.2634, abs=1e-3) # EG3D's FOV_to_intrinsics(18.837)
+    p = gen_utils.camera_to_params(gen_utils.lookat_cameras(G, [0.3], [0.0]))
+    assert p['yaw'][0] == pytest.approx(-0.3, abs=1e-5) and p['radius'][0] == pytest.approx(2.7)
+
+def test_shape_utils_sphere_roundtrip(tmp_path):
+    n = 20
+    ax = np.linspace(-1, 1, n)
+    x, y, z = np.meshgrid(ax, ax, ax, indexing='ij')
+    vol = (0.6 - np.sqrt(x ** 2 + y ** 2 + z ** 2)).astype(np.float32) # > 0 inside a sphere of radius 0.6
+    shape_utils.write_mrc(str(tmp_path / 'v.mrc'), vol, voxel_size=2 / (n - 1))
+    back = np.transpose(shape_utils.read_mrc(str(tmp_path / 'v.mrc')), (2, 1, 0))
+    np.testing.assert_array_equal(back, vol)
+    shape_utils.convert_sdf_samples_to_ply(vol, [-1, -1, -1], 2 / (n - 1), str(tmp_path / 'v.ply'), level=0.0)
+    verts, _faces = shape_utils.read_ply(str(tmp_path / 'v.ply'))
+    np.testing.assert_allclose(np.linalg.norm(verts, axis=1), 0.6, atol=0.02)
+    with pytest.raises(ValueError, match='outside the volume range'):
+        shape_utils.extract_mesh(vol, 5.0)
+
+#----------------------------------------------------------------------------
+
+def test_calc_metrics_cli_writes_jsonl(tmp_path, monkeypatch):
+    """nfs256 and camera_w1 for a 3DGP pickle in a run dir (training_options.json): lines appended as EG3D does."""
+    from eg3d_ext.datasets import synthetic
+    from dnnlib import registry
+    registry.load_plugins(['eg3d_ext.plugin']) # as the installed entry point does: registers the 'rgbd' loader
+    data = str(tmp_path / 'synthetic.zip')
+    synthetic.build_synthetic(data, num_images=16, resolution=32, num_classes=3, workers=1, progress=False)
+    run_dir = tmp_path / 'run'
+    run_dir.mkdir()
+    (run_dir / 'training_options.json').write_text('{}')
+    pkl = write_pickle(tiny_3dgp_G(), run_dir / 'network-snapshot-000000.pkl')
+    from metrics import metric_main, non_flatness, camera_recovery
+    monkeypatch.setitem(metric_main._metric_dict, 'nfs256', lambda opts: dict(nfs256=non_flatness.compute_nfs(opts, num_gen=4)))
+    monkeypatch.setitem(metric_main._metric_dict, 'camera_w1', lambda opts: camera_recovery.compute_camera_w1(opts, num_gen=64))
+    run(calc_metrics.calc_metrics, ['--network', pkl, '--metrics', 'nfs256,camera_w1', '--data', data,
+                                    '--mirror', 0, '--device', 'cpu', '--verbose', 'false'])
+    nfs = [json.loads(l) for l in (run_dir / 'metric-nfs256.jsonl').read_text().splitlines()]
+    assert len(nfs) == 1 and 1.0 <= nfs[0]['results']['nfs256'] <= 64.0
+    assert nfs[0]['snapshot_pkl'] == 'network-snapshot-000000.pkl'
+    cam = json.loads((run_dir / 'metric-camera_w1.jsonl').read_text())
+    assert cam['results']['camera_w1'] > 0 and 'camera_w1_fov' in cam['results']
+
+#----------------------------------------------------------------------------
