@@ -18,9 +18,11 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
+	sh tests/viz/install_browser.sh
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
+	sh tests/viz/install_browser.sh
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q -m 'not slow' $(PYTEST_ARGS)
 
 demo: $(STAMP)
