@@ -1,0 +1,275 @@
+"""Train an EG3D-style 3D-aware GAN (or a registered plugin preset) with the EG3D command line.
+
+Examples:
+
+\b
+# Train FFHQ with camera conditioning on 8 GPUs (as EG3D).
+python train.py --outdir=~/training-runs --cfg=ffhq --data=~/datasets/FFHQ_512.zip \\
+  --gpus=8 --batch=32 --gamma=1 --gen_pose_cond=True
+
+\b
+# Tiny CPU smoke run (two CPU ranks with gloo).
+python train.py --outdir=/tmp/runs --cfg=ffhq --data=tiny128.zip --gpus=2 --batch=4 --gamma=1 \\
+  --cbase=512 --cmax=16 --kimg=0.008 --metrics=none --neural_rendering_resolution_initial=32
+"""
+
+import json
+import os
+import re
+import sys
+import tempfile
+from typing import List, Optional
+
+import click
+
+import dnnlib
+from dnnlib import registry
+
+#----------------------------------------------------------------------------
+# Process entry points.
+
+def subprocess_fn(rank: int, c: dnnlib.EasyDict, temp_dir: Optional[str], local_rank: Optional[int] = None) -> None:
+    import torch
+    from torch_utils import training_stats
+    from torch_utils import custom_ops
+    from training import training_loop
+
+    if rank == 0:
+        dnnlib.util.Logger(file_name=os.path.join(c.run_dir, 'log.txt'), file_mode='a', should_flush=True)
+    local_rank = rank if local_rank is None else local_rank
+    use_cuda = torch.cuda.is_available()
+    device = torch.device('cuda', local_rank) if use_cuda else torch.device('cpu')
+    if use_cuda:
+        torch.cuda.set_device(device)
+
+    # Init torch.distributed (spawned ranks use a file:// rendezvous; torchrun ranks are already initialised).
+    if c.num_gpus > 1 and not torch.distributed.is_initialized():
+        init_file = os.path.abspath(os.path.join(temp_dir, '.torch_distributed_init'))
+        backend = 'nccl' if use_cuda else 'gloo'
+        torch.distributed.init_process_group(backend=backend, init_method=f'file://{init_file}', rank=rank, world_size=c.num_gpus)
+
+    sync_device = device if c.num_gpus > 1 else None
+    training_stats.init_multiprocessing(rank=rank, sync_device=sync_device)
+    if rank != 0:
+        custom_ops.verbosity = 'none'
+    training_loop.training_loop(rank=rank, device=device, **c)
+
+def _write_options(c: dnnlib.EasyDict) -> None:
+    os.makedirs(c.run_dir)
+    with dnnlib.util.atomic_write(os.path.join(c.run_dir, 'training_options.json'), 'wt') as f:
+        json.dump(c, f, indent=2)
+
+def next_run_dir(outdir: str, desc: str) -> str:
+    """<outdir>/<NNNNN>-<desc>, NNNNN one more than the largest leading number among existing subdirectories."""
+    prev = [x for x in os.listdir(outdir) if os.path.isdir(os.path.join(outdir, x))] if os.path.isdir(outdir) else []
+    ids = [int(m.group()) for m in (re.match(r'^\d+', x) for x in prev) if m is not None]
+    return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
+
+def launch_training(c: dnnlib.EasyDict, desc: str, outdir: str, dry_run: bool) -> None:
+    dnnlib.util.Logger(should_flush=True)
+    torchrun = 'RANK' in os.environ and 'WORLD_SIZE' in os.environ and 'LOCAL_RANK' in os.environ
+    rank = int(os.environ['RANK']) if torchrun else 0
+    if torchrun and int(os.environ['WORLD_SIZE']) != c.num_gpus:
+        raise click.ClickException(f'--gpus={c.num_gpus} does not match torchrun WORLD_SIZE={os.environ["WORLD_SIZE"]}')
+
+    c.run_dir = next_run_dir(outdir, desc)
+    if rank == 0:
+        print()
+        print('Training options:')
+        print(json.dumps(c, indent=2))
+        print()
+        print(f'Output directory:    {c.run_dir}')
+        print(f'Number of GPUs:      {c.num_gpus}')
+        print(f'Batch size:          {c.batch_size} images')
+        print(f'Training duration:   {c.total_kimg} kimg')
+        print(f'Dataset path:        {c.training_set_kwargs.path}')
+        print(f'Dataset size:        {c.training_set_kwargs.max_size} images')
+        print(f'Dataset resolution:  {c.training_set_kwargs.resolution}')
+        print(f'Dataset labels:      {c.training_set_kwargs.use_labels}')
+        print(f'Dataset x-flips:     {c.training_set_kwargs.xflip}')
+        print()
+    if dry_run:
+        print('Dry run; exiting.')
+        return
+
+    if torchrun:  # One process per rank already exists: rank 0 picks the run dir and shares it.
+        import torch
+        backend = 'nccl' if torch.cuda.is_available() else 'gloo'
+        torch.distributed.init_process_group(backend=backend, init_method='env://')
+        if rank == 0:
+            print('Creating output directory...')
+            _write_options(c)
+        shared = [c.run_dir]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        c.run_dir = shared[0]
+        subprocess_fn(rank=rank, c=c, temp_dir=None, local_rank=int(os.environ['LOCAL_RANK']))
+        return
+
+    print('Creating output directory...')
+    _write_options(c)
+    print('Launching processes...')
+    import torch
+    torch.multiprocessing.set_start_method('spawn', force=True)
+    with tempfile.TemporaryDirectory() as temp_dir:
+        if c.num_gpus == 1:
+            subprocess_fn(rank=0, c=c, temp_dir=temp_dir)
+        else:
+            torch.multiprocessing.spawn(fn=subprocess_fn, args=(c, temp_dir), nprocs=c.num_gpus)
+
+#----------------------------------------------------------------------------
+# Option parsing helpers.
+
+class CommaSeparatedList(click.ParamType):
+    name = 'list'
+    def convert(self, value, param, ctx) -> List[str]:
+        if isinstance(value, list):
+            return value
+        if value is None or value.lower() == 'none' or value == '':
+            return []
+        return value.split(',')
+
+class Kimg(click.ParamType):
+    """Positive number of thousands of images; fractions allowed (tiny test runs), integers stay integers."""
+    name = 'kimg'
+    def convert(self, value, param, ctx):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f'{value!r} is not a number', param, ctx)
+        if not v > 0:
+            self.fail(f'{value} must be > 0', param, ctx)
+        return int(v) if v.is_integer() else v
+
+class GridSize(click.ParamType):
+    name = 'WxH'
+    def convert(self, value, param, ctx):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        m = re.fullmatch(r'(\d+)[x,](\d+)', str(value))
+        if m is None or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+            self.fail(f'{value!r} is not a grid size like 4x2', param, ctx)
+        return [int(m.group(1)), int(m.group(2))]
+
+def _plugin_modules_from_argv(argv: List[str]) -> List[str]:
+    """--plugin must be known before the CLI is built, because plugins add presets and options."""
+    mods = []
+    for i, a in enumerate(argv):
+        if a.startswith('--plugin='):
+            mods.append(a.split('=', 1)[1])
+        elif a == '--plugin' and i + 1 < len(argv):
+            mods.append(argv[i + 1])
+    return mods
+
+#----------------------------------------------------------------------------
+# The command; built after plugins load so that --cfg lists every registered preset.
+
+def make_cli(plugins: List[str] = ()) -> click.Command:
+    import training.presets  # noqa: F401 -- registers the EG3D presets
+    registry.load_plugins(plugins)
+    cfgs = registry.names('preset')
+    B, F, I, S = bool, float, int, str
+    o = click.option
+
+    @click.command(help=__doc__)
+    @click.pass_context
+    # Required.
+    @o('--outdir',      help='Where to save the results', metavar='DIR', required=True)
+    @o('--cfg',         help='Base configuration', type=click.Choice(cfgs), required=True)
+    @o('--data',        help='Training data', metavar='[ZIP|DIR]', type=S, required=True)
+    @o('--gpus',        help='Number of GPUs (CPU: processes) to use', metavar='INT', type=click.IntRange(min=1), required=True)
+    @o('--batch',       help='Total batch size', metavar='INT', type=click.IntRange(min=1), required=True)
+    @o('--gamma',       help='R1 regularization weight', metavar='FLOAT', type=click.FloatRange(min=0), required=True)
+    # Optional features.
+    @o('--cond',        help='Train conditional model', metavar='BOOL', type=B, default=True, show_default=True)
+    @o('--mirror',      help='Enable dataset x-flips', metavar='BOOL', type=B, default=False, show_default=True)
+    @o('--aug',         help='Augmentation mode', type=click.Choice(['noaug', 'ada', 'fixed']), default='noaug', show_default=True)
+    @o('--resume',      help='Resume from given network pickle', metavar='[PATH|URL]', type=S)
+    @o('--freezed',     help='Freeze first layers of D', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
+    # Misc hyperparameters.
+    @o('--p',           help='Probability for --aug=fixed', metavar='FLOAT', type=click.FloatRange(min=0, max=1), default=0.2, show_default=True)
+    @o('--target',      help='Target value for --aug=ada', metavar='FLOAT', type=click.FloatRange(min=0, max=1), default=0.6, show_default=True)
+    @o('--batch-gpu',   help='Limit batch size per GPU', metavar='INT', type=click.IntRange(min=1))
+    @o('--cbase',       help='Capacity multiplier', metavar='INT', type=click.IntRange(min=1), default=32768, show_default=True)
+    @o('--cmax',        help='Max. feature maps', metavar='INT', type=click.IntRange(min=1), default=512, show_default=True)
+    @o('--glr',         help='G learning rate', metavar='FLOAT', type=click.FloatRange(min=0), default=0.0025, show_default=True)
+    @o('--dlr',         help='D learning rate', metavar='FLOAT', type=click.FloatRange(min=0), default=0.002, show_default=True)
+    @o('--map-depth',   help='Mapping network depth', metavar='INT', type=click.IntRange(min=1), default=2, show_default=True)
+    @o('--mbstd-group', help='Minibatch std group size', metavar='INT', type=click.IntRange(min=1), default=4, show_default=True)
+    # Misc settings.
+    @o('--desc',        help='String to include in result dir name', metavar='STR', type=S)
+    @o('--metrics',     help='Quality metrics', metavar='[NAME|A,B,C|none]', type=CommaSeparatedList(), default='fid50k_full', show_default=True)
+    @o('--kimg',        help='Total training duration', metavar='KIMG', type=Kimg(), default=25000, show_default=True)
+    @o('--tick',        help='How often to print progress', metavar='KIMG', type=Kimg(), default=4, show_default=True)
+    @o('--snap',        help='How often to save snapshots', metavar='TICKS', type=click.IntRange(min=1), default=50, show_default=True)
+    @o('--seed',        help='Random seed', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
+    @o('--nobench',     help='Disable cuDNN benchmarking', metavar='BOOL', type=B, default=False, show_default=True)
+    @o('--workers',     help='DataLoader worker processes', metavar='INT', type=click.IntRange(min=1), default=3, show_default=True)
+    @o('-n', '--dry-run', help='Print training options and exit', is_flag=True)
+    @o('--plugin',      help='Extra plugin module to import (repeatable)', metavar='MODULE', multiple=True)
+    # EG3D options.
+    @o('--neural_rendering_resolution_initial', help='Resolution to render at', metavar='INT', type=click.IntRange(min=1), default=64, show_default=True)
+    @o('--neural_rendering_resolution_final', help='Final resolution to render at, if blending', metavar='INT', type=click.IntRange(min=1), default=None)
+    @o('--neural_rendering_resolution_fade_kimg', help='Kimg to blend resolution over', metavar='INT', type=click.IntRange(min=0), default=1000, show_default=True)
+    @o('--blur_fade_kimg', help='Blur over how many', metavar='INT', type=click.IntRange(min=0), default=200, show_default=True)
+    @o('--gen_pose_cond', help='If true, enable generator pose conditioning.', metavar='BOOL', type=B, default=False, show_default=True)
+    @o('--c-scale',     help='Scale factor for generator pose conditioning.', metavar='FLOAT', type=click.FloatRange(min=0), default=1, show_default=True)
+    @o('--c-noise',     help='Add noise for generator pose conditioning (unused, as in EG3D).', metavar='FLOAT', type=click.FloatRange(min=0), default=0, show_default=True)
+    @o('--gpc_reg_prob', help='Strength of swapping regularization. None means no generator pose conditioning, i.e. condition with zeros.', metavar='FLOAT', type=click.FloatRange(min=0, max=1), default=0.5, show_default=True)
+    @o('--gpc_reg_fade_kimg', help='Length of swapping prob fade', metavar='INT', type=click.IntRange(min=0), default=1000, show_default=True)
+    @o('--disc_c_noise', help='Strength of discriminator pose conditioning regularization, in standard deviations.', metavar='FLOAT', type=click.FloatRange(min=0), default=0, show_default=True)
+    @o('--sr_noise_mode', help='Type of noise for superresolution', metavar='STR', type=click.Choice(['random', 'none']), default='none', show_default=True)
+    @o('--resume_blur', help='Enable to blur even on resume', metavar='BOOL', type=B, default=False, show_default=True)
+    @o('--sr_num_fp16_res', help='Number of fp16 layers in superresolution', metavar='INT', type=click.IntRange(min=0), default=4, show_default=True)
+    @o('--g_num_fp16_res', help='Number of fp16 layers in generator', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
+    @o('--d_num_fp16_res', help='Number of fp16 layers in discriminator', metavar='INT', type=click.IntRange(min=0), default=4, show_default=True)
+    @o('--sr_first_cutoff', help='First cutoff for AF superresolution (unused, as in EG3D)', metavar='INT', type=click.IntRange(min=2), default=2, show_default=True)
+    @o('--sr_first_stopband', help='First stopband for AF superresolution (unused, as in EG3D)', metavar='FLOAT', type=click.FloatRange(min=2), default=2**2.1, show_default=True)
+    @o('--style_mixing_prob', help='Style-mixing regularization probability for training.', metavar='FLOAT', type=click.FloatRange(min=0, max=1), default=0, show_default=True)
+    @o('--sr-module',   help='Superresolution module override', metavar='STR', type=S, required=False, default=None)
+    @o('--density_reg', help='Density regularization strength.', metavar='FLOAT', type=click.FloatRange(min=0), default=0.25, show_default=True)
+    @o('--density_reg_every', help='lazy density reg', metavar='int', type=click.FloatRange(min=1), default=4, show_default=True)
+    @o('--density_reg_p_dist', help='density regularization strength.', metavar='FLOAT', type=click.FloatRange(min=0), default=0.004, show_default=True)
+    @o('--reg_type', help='Type of regularization', metavar='STR', type=click.Choice(['l1', 'l1-alt', 'monotonic-detach', 'monotonic-fixed', 'total-variation']), default='l1', show_default=True)
+    @o('--decoder_lr_mul', help='decoder learning rate multiplier.', metavar='FLOAT', type=click.FloatRange(min=0), default=1, show_default=True)
+    # Hidden knobs for tiny CPU runs and benchmarks (recorded in training_options.json like everything else).
+    @o('--depth-resolution', help='Override coarse ray samples', type=click.IntRange(min=2), default=None, hidden=True)
+    @o('--depth-resolution-importance', help='Override importance ray samples', type=click.IntRange(min=0), default=None, hidden=True)
+    @o('--grid',        help='Image snapshot grid size WxH', type=GridSize(), default=None, hidden=True)
+    def main(ctx, **kwargs):
+        opts = dnnlib.EasyDict(kwargs)
+        if opts.batch % opts.gpus != 0:
+            raise click.BadParameter(f'--batch={opts.batch} must be a multiple of --gpus={opts.gpus}', param_hint='--batch')
+        batch_gpu = opts.batch_gpu or opts.batch // opts.gpus
+        if opts.batch % (opts.gpus * batch_gpu) != 0:
+            raise click.BadParameter(f'--batch={opts.batch} must be a multiple of --gpus times --batch-gpu ({opts.gpus}x{batch_gpu})', param_hint='--batch')
+        if batch_gpu < opts.mbstd_group:
+            raise click.BadParameter(f'--batch-gpu={batch_gpu} must be at least --mbstd-group={opts.mbstd_group}', param_hint='--batch-gpu')
+        if opts.metrics:
+            try:
+                from metrics import metric_main
+            except ImportError as err:
+                raise click.ClickException(f'--metrics needs the metrics package ({err}); use --metrics=none')
+            bad = [m for m in opts.metrics if m not in metric_main.list_valid_metrics()]
+            if bad:
+                raise click.BadParameter(f'unknown metric(s) {", ".join(bad)}; valid: {", ".join(metric_main.list_valid_metrics())}', param_hint='--metrics')
+        try:
+            c = registry.resolve('preset', opts.cfg)(opts)
+        except (IOError, ValueError) as err:
+            raise click.ClickException(str(err).strip("'\""))
+
+        dataset_name = os.path.splitext(os.path.basename(os.path.normpath(opts.data)))[0]
+        desc = f'{opts.cfg:s}-{dataset_name:s}-gpus{c.num_gpus:d}-batch{c.batch_size:d}-gamma{opts.gamma:g}'
+        if opts.desc is not None:
+            desc += f'-{opts.desc}'
+        launch_training(c=c, desc=desc, outdir=opts.outdir, dry_run=opts.dry_run)
+
+    for name in registry.names('train_option'):  # plugin options (click.Option objects) arrive in opts
+        main.params.append(registry.resolve('train_option', name))
+    return main
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    make_cli(_plugin_modules_from_argv(sys.argv[1:]))()
+
+#----------------------------------------------------------------------------
