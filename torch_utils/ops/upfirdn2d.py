@@ -157,6 +157,9 @@ def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: IntOrPair = 1, dow
         raise ValueError(f"upfirdn2d: impl must be 'ref' or 'cuda', got {impl!r}")
     if impl == 'cuda' and x.is_cuda and not _ref_forced() and _init():
         return _upfirdn2d_cuda(up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain).apply(x, f)
+    if impl == 'cuda' and x.device.type == 'cpu' and cpu_fast and not _ref_forced():
+        return _upfirdn2d_cuda(up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain,
+                               kernel='cpu').apply(x, f)
     return _upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
 
 #----------------------------------------------------------------------------
@@ -213,16 +216,92 @@ def _upfirdn2d_ref(x: torch.Tensor, f: Optional[torch.Tensor], up: IntOrPair = 1
 # CUDA path. Gradient = the same op with up/down swapped, the filter flipped and padding chosen
 # so the result lands back on the input grid; it is itself an op of this family, so any order works.
 
+# CPU fast path (used for CPU tensors with impl='cuda', the default, unless `cpu_fast` is False or EG3D_OPS_IMPL=ref).
+# The reference filters the zero-upsampled image at full resolution and then throws away (down^2 - 1)/down^2 of the
+# outputs; here each axis is a short sum of shifted slices: polyphase for upsampling (taps/up products per output),
+# strided for downsampling (only kept outputs are computed), and rank-1 2-D filters (setup_filter's outer products)
+# run as two 1-D passes. Results match the reference to float32 rounding (tests/torch_utils/ops/test_upfirdn2d_fast.py).
+
+cpu_fast = True
+
+def _fir1d(x: torch.Tensor, g: List[float], up: int, down: int, p0: int, p1: int, dim: int) -> torch.Tensor:
+    """Correlate x along `dim` with taps g after zero-upsampling by `up` and padding (p0, p1), keep every `down`-th."""
+    L_in, t = x.shape[dim], len(g)
+    L_out = (L_in * up + p0 + p1 - t) // down + 1
+    def sl(a, start, stop, step=1): # slice a along dim
+        idx = [slice(None)] * a.ndim
+        idx[dim] = slice(start, stop, step)
+        return a[tuple(idx)]
+    if up > 1 and down > 1: # rare (not used by the networks): explicit zero insertion, then the strided case
+        d = dim % x.ndim
+        z = x.new_zeros(list(x.shape[:d + 1]) + [up] + list(x.shape[d + 1:]))
+        z.select(d + 1, 0).copy_(x)
+        return _fir1d(z.flatten(d, d + 1), g, 1, down, p0, p1, dim)
+    if up == 1:
+        pad = [0, 0] * (-dim - 1) + [p0, p1] # F.pad crops on negative amounts
+        xp = torch.nn.functional.pad(x, pad)
+        out = None
+        for k, gk in enumerate(g):
+            s = sl(xp, k, k + (L_out - 1) * down + 1, down)
+            out = s * gk if out is None else out.add_(s, alpha=gk)
+        return out
+    # Polyphase: output i = q*up + r reads x[q + (r + k - p0) // up] for the taps k with (r + k - p0) % up == 0.
+    Q = -(-L_out // up)
+    terms = [(r, k, (r + k - p0) // up) for r in range(up) for k in range(t) if (r + k - p0) % up == 0]
+    lo = max(0, -min([o for _, _, o in terms], default=0))
+    hi = max(0, max([o + Q - L_in for _, _, o in terms], default=0))
+    xp = torch.nn.functional.pad(x, [0, 0] * (-dim - 1) + [lo, hi])
+    shape = list(x.shape)
+    d = dim % x.ndim
+    out = x.new_zeros(shape[:d] + [Q, up] + shape[d + 1:])
+    for r, k, o in terms:
+        out.select(d + 1, r).add_(sl(xp, o + lo, o + lo + Q), alpha=g[k])
+    return sl(out.flatten(d, d + 1), 0, L_out)
+
+def _cpu_kernel(x: torch.Tensor, f: torch.Tensor, upx: int, upy: int, downx: int, downy: int, px0: int, px1: int,
+                py0: int, py1: int, flip_filter: bool, gain: float) -> torch.Tensor:
+    """Same contract as the plugin's upfirdn2d (2-D filter [fh, fw], no autograd inside)."""
+    if x.shape[3] * upx + px0 + px1 < f.shape[1] or x.shape[2] * upy + py0 + py1 < f.shape[0]:
+        raise ValueError('upfirdn2d: upsampled and padded input is smaller than the filter')
+    f = f.double()
+    if not flip_filter:
+        f = f.flip([0, 1]) # correlation taps
+    total = float(f.sum())
+    col, row = f.sum(1), (f.sum(0) / total if total != 0 else None)
+    if f.shape[0] == 1 or f.shape[1] == 1:
+        col, row = f[:, 0] / f[0, 0], f[0] # exact for the 1-D filters the separable wrapper passes
+        if f[0, 0] == 0:
+            row = None
+    resample = upx > 1 or upy > 1 or downx > 1 or downy > 1 # plain filtering: oneDNN's depthwise conv measured faster
+    if resample and row is not None and torch.allclose(torch.outer(col, row), f, rtol=1e-6, atol=1e-12):
+        y = _fir1d(x, row.tolist(), upx, downx, px0, px1, -1)
+        y = _fir1d(y, (col * gain).tolist(), upy, downy, py0, py1, -2)
+        # A custom Function must not return a view (callers add to the result in place); y owns its storage.
+        return (y.detach() if y.is_contiguous() else y.contiguous()) if y._is_view() else y
+    # General 2-D filter: zero insertion, pad/crop, one strided correlation per channel.
+    N, C, H, W = x.shape
+    if upx > 1 or upy > 1:
+        z = x.new_zeros([N, C, H, upy, W, upx])
+        z[:, :, :, 0, :, 0] = x
+        x = z.reshape([N, C, H * upy, W * upx])
+    x = torch.nn.functional.pad(x, [px0, px1, py0, py1])
+    w = (f * gain).to(x.dtype)[None, None].repeat(C, 1, 1, 1)
+    return torch.nn.functional.conv2d(x, w, stride=[downy, downx], groups=C)
+
+#----------------------------------------------------------------------------
+
 _upfirdn2d_cuda_cache = dict()
 
 def _upfirdn2d_cuda(up: IntOrPair = 1, down: IntOrPair = 1, padding: IntOrPair = 0,
-                    flip_filter: bool = False, gain: float = 1):
-    """Fast CUDA implementation of `upfirdn2d()` (returns an autograd Function class)."""
+                    flip_filter: bool = False, gain: float = 1, kernel: str = 'cuda'):
+    """Fast implementation of `upfirdn2d()` (returns an autograd Function class); kernel 'cuda' = the plugin,
+    'cpu' = `_cpu_kernel` (same autograd structure, so CPU tests exercise the CUDA path's gradient logic too)."""
     upx, upy = _parse_scaling(up)
     downx, downy = _parse_scaling(down)
     px0, px1, py0, py1 = _parse_padding(padding)
     gain = float(gain)
-    key = (upx, upy, downx, downy, px0, px1, py0, py1, bool(flip_filter), gain)
+    key = (upx, upy, downx, downy, px0, px1, py0, py1, bool(flip_filter), gain, kernel)
+    run = _cpu_kernel if kernel == 'cpu' else (lambda *args: _plugin.upfirdn2d(*args))
     if key in _upfirdn2d_cuda_cache:
         return _upfirdn2d_cuda_cache[key]
 
@@ -237,9 +316,9 @@ def _upfirdn2d_cuda(up: IntOrPair = 1, down: IntOrPair = 1, padding: IntOrPair =
             if f.ndim == 1 and f.shape[0] == 1:
                 f = f.square().unsqueeze(0) # 1-tap separable == 1x1
             if f.ndim == 2:
-                return _plugin.upfirdn2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain)
-            y = _plugin.upfirdn2d(x, f.unsqueeze(0), upx, 1, downx, 1, px0, px1, 0, 0, flip_filter, 1.0)
-            return _plugin.upfirdn2d(y, f.unsqueeze(1), 1, upy, 1, downy, 0, 0, py0, py1, flip_filter, gain)
+                return run(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain)
+            y = run(x, f.unsqueeze(0), upx, 1, downx, 1, px0, px1, 0, 0, flip_filter, 1.0)
+            return run(y, f.unsqueeze(1), 1, upy, 1, downy, 0, 0, py0, py1, flip_filter, gain)
 
         @staticmethod
         def backward(ctx, dy): # pylint: disable=arguments-differ
@@ -253,7 +332,7 @@ def _upfirdn2d_cuda(up: IntOrPair = 1, down: IntOrPair = 1, padding: IntOrPair =
             dx = None
             if ctx.needs_input_grad[0]:
                 dx = _upfirdn2d_cuda(up=[downx, downy], down=[upx, upy], padding=p,
-                                     flip_filter=(not flip_filter), gain=gain).apply(dy, f)
+                                     flip_filter=(not flip_filter), gain=gain, kernel=kernel).apply(dy, f)
                 assert dx.shape == ctx.in_size
             return dx, None
 

@@ -47,6 +47,39 @@ def sample_from_planes(plane_axes, plane_features, coordinates, mode='bilinear',
     out = F.grid_sample(plane_features, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
     return out.permute(0, 3, 2, 1).reshape(N, n_planes, M, C)
 
+def planes_channels_last(plane_features: torch.Tensor) -> torch.Tensor:
+    """[N, 3, C, H, W] -> [N*3*H*W, C] rows for `sample_from_planes_cl` (one copy, shared by both render passes)."""
+    C = plane_features.shape[2]
+    return plane_features.permute(0, 1, 3, 4, 2).reshape(-1, C)
+
+def sample_from_planes_cl(plane_axes, planes_cl, planes_shape, coordinates, box_warp):
+    """Same values as `sample_from_planes` (bilinear, zeros padding, align_corners=False), as four row gathers from
+    channels-last planes. On CPU its backward (index_add of contiguous C-vectors) is ~1.5x faster than
+    grid_sampler_2d_backward's per-channel scatter; forward-only it is slower, so the renderer uses it for training.
+
+    Args:
+        planes_cl: `planes_channels_last(planes)`; planes_shape: the original [N, 3, C, H, W].
+        coordinates: [N, M, 3]. Returns [N, 3, M, C] (contiguous).
+    """
+    N, n_planes, C, H, W = planes_shape
+    M = coordinates.shape[1]
+    B = N * n_planes
+    grid = project_onto_planes(plane_axes, (2 / box_warp) * coordinates).to(planes_cl.dtype) # [B, M, 2]
+    ix = ((grid[..., 0] + 1) * W - 1) / 2 # unnormalise as grid_sample with align_corners=False
+    iy = ((grid[..., 1] + 1) * H - 1) / 2
+    x0, y0 = ix.floor(), iy.floor()
+    wx1, wy1 = ix - x0, iy - y0
+    x0, y0 = x0.long(), y0.long()
+    base = (torch.arange(B, device=planes_cl.device) * (H * W)).view(B, 1)
+    out = None
+    for dx, dy, w in ((0, 0, (1 - wx1) * (1 - wy1)), (1, 0, wx1 * (1 - wy1)), (0, 1, (1 - wx1) * wy1), (1, 1, wx1 * wy1)):
+        xi, yi = x0 + dx, y0 + dy
+        valid = (xi >= 0) & (xi < W) & (yi >= 0) & (yi < H) # zeros padding: outside taps get weight 0
+        idx = base + yi.clamp(0, H - 1) * W + xi.clamp(0, W - 1)
+        term = planes_cl.index_select(0, idx.reshape(-1)).view(B, M, C) * (w * valid).unsqueeze(-1)
+        out = term if out is None else out + term
+    return out.view(N, n_planes, M, C)
+
 def sample_from_3dgrid(grid: torch.Tensor, coordinates: torch.Tensor) -> torch.Tensor:
     """Trilinearly sample a [1, C, D, H, W] grid at [N, M, 3] points in [-1, 1]^3 -> [N, M, C]."""
     batch_size, n_coords, _ = coordinates.shape
@@ -58,6 +91,12 @@ def sample_from_3dgrid(grid: torch.Tensor, coordinates: torch.Tensor) -> torch.T
 #----------------------------------------------------------------------------
 # Not persistent: EG3D pickles reference this class by name and restore it without __init__, carrying only
 # `plane_axes` (a plain tensor attribute, not a buffer) and the `ray_marcher` child. forward() relies on nothing else.
+
+# CPU training fast path: sample the tri-planes by row gathers from one channels-last copy (see sample_from_planes_cl).
+fast_cpu_sampling = True
+
+def _use_cl_sampling(planes: torch.Tensor) -> bool:
+    return fast_cpu_sampling and planes.device.type == 'cpu' and planes.requires_grad and torch.is_grad_enabled()
 
 class ImportanceRenderer(torch.nn.Module):
     def __init__(self):
@@ -88,12 +127,13 @@ class ImportanceRenderer(torch.nn.Module):
                 # EG3D quirk kept for compat: invalid rays end at the max *start* of the valid rays.
                 ray_start[~is_ray_valid] = valid_start.min()
                 ray_end[~is_ray_valid] = valid_start.max()
+        planes_cl = planes_channels_last(planes) if _use_cl_sampling(planes) else None
         depths_coarse = self.sample_stratified(ray_origins, ray_start, ray_end, rendering_options['depth_resolution'],
             rendering_options['disparity_space_sampling'])
 
         # Coarse pass.
         colors_coarse, densities_coarse = self._evaluate(planes, decoder, ray_origins, ray_directions, depths_coarse,
-            rendering_options)
+            rendering_options, planes_cl)
 
         # Fine pass: resample where the coarse weights are large, then march all samples in depth order.
         N_importance = rendering_options['depth_resolution_importance']
@@ -101,7 +141,7 @@ class ImportanceRenderer(torch.nn.Module):
             weights = self.ray_marcher.compute_weights(densities_coarse, depths_coarse, rendering_options)
             depths_fine = self.sample_importance(depths_coarse, weights, N_importance)
             colors_fine, densities_fine = self._evaluate(planes, decoder, ray_origins, ray_directions, depths_fine,
-                rendering_options)
+                rendering_options, planes_cl)
             all_depths, all_colors, all_densities = self.unify_samples(depths_coarse, colors_coarse,
                 densities_coarse, depths_fine, colors_fine, densities_fine)
             rgb_final, depth_final, weights = self.ray_marcher(all_colors, all_densities, all_depths,
@@ -111,18 +151,25 @@ class ImportanceRenderer(torch.nn.Module):
                 rendering_options)
         return rgb_final, depth_final, weights.sum(2)
 
-    def _evaluate(self, planes, decoder, ray_origins, ray_directions, depths, options):
+    def _evaluate(self, planes, decoder, ray_origins, ray_directions, depths, options, planes_cl=None):
         """Decode the points o + t*d for depths [N, M, S, 1] -> colours [N, M, S, C], densities [N, M, S, 1]."""
         N, M, S, _ = depths.shape
         coords = (ray_origins.unsqueeze(-2) + depths * ray_directions.unsqueeze(-2)).reshape(N, -1, 3)
         dirs = ray_directions.unsqueeze(-2).expand(-1, -1, S, -1).reshape(N, -1, 3)
-        out = self.run_model(planes, decoder, coords, dirs, options)
+        out = self.run_model(planes, decoder, coords, dirs, options, planes_cl=planes_cl)
         return out['rgb'].reshape(N, M, S, out['rgb'].shape[-1]), out['sigma'].reshape(N, M, S, 1)
 
-    def run_model(self, planes, decoder, sample_coordinates, sample_directions, options):
-        """Raw decoder output at points [N, M, 3]: {'rgb': [N, M, C], 'sigma': [N, M, 1]} (+ optional density noise)."""
-        sampled_features = sample_from_planes(self.plane_axes, planes, sample_coordinates, padding_mode='zeros',
-            box_warp=options['box_warp'])
+    def run_model(self, planes, decoder, sample_coordinates, sample_directions, options, planes_cl=None):
+        """Raw decoder output at points [N, M, 3]: {'rgb': [N, M, C], 'sigma': [N, M, 1]} (+ optional density noise).
+        planes_cl: optional `planes_channels_last(planes)` (the CPU training fast path)."""
+        if planes_cl is None and _use_cl_sampling(planes) and sample_coordinates.shape[1] >= 4096:
+            planes_cl = planes_channels_last(planes)
+        if planes_cl is not None:
+            sampled_features = sample_from_planes_cl(self.plane_axes, planes_cl, planes.shape, sample_coordinates,
+                box_warp=options['box_warp'])
+        else:
+            sampled_features = sample_from_planes(self.plane_axes, planes, sample_coordinates, padding_mode='zeros',
+                box_warp=options['box_warp'])
         out = decoder(sampled_features, sample_directions)
         if options.get('density_noise', 0) > 0:
             out['sigma'] += torch.randn_like(out['sigma']) * options['density_noise']

@@ -1,0 +1,1 @@
+"""Benchmarks and device checks (`python -m bench`; see docs/performance.md)."""
