@@ -58,14 +58,15 @@ class RGBDDataset(ImageFolderDataset):
     ):
         super().__init__(path, resolution, **super_kwargs)
         self._embeddings_path, self._embeddings = embeddings_path, None
-        missing = [f for f in self._image_fnames if self._depth_fname(f) not in self._all_fnames]
-        has_depth = len(missing) < len(self._image_fnames)
+        fnames = self.image_fnames
+        missing = [f for f in fnames if not self.has_file(self._depth_fname(f))]
+        has_depth = len(missing) < len(fnames)
         self._use_depth = has_depth if use_depth is None else bool(use_depth)
         if (self._use_depth or require_depth) and missing:
-            raise IOError(f'{path}: {len(missing)} of {len(self._image_fnames)} images have no depth map '
+            raise IOError(f'{path}: {len(missing)} of {len(fnames)} images have no depth map '
                           f'(e.g. {self._depth_fname(missing[0])!r}); add depth with `dataset_tool.py add-depth`')
         self._use_depth = self._use_depth or require_depth
-        has_emb = embeddings_path is not None or EMBEDDINGS_NAME in self._all_fnames
+        has_emb = embeddings_path is not None or self.has_file(EMBEDDINGS_NAME)
         self._use_embeddings = has_emb if use_embeddings is None else bool(use_embeddings)
         if (self._use_embeddings or require_embeddings) and not has_emb:
             raise IOError(f'{path}: embeddings are required but the dataset has no {EMBEDDINGS_NAME}; '
@@ -73,24 +74,11 @@ class RGBDDataset(ImageFolderDataset):
         self._use_embeddings = self._use_embeddings or require_embeddings
         if self._use_embeddings:
             emb = self._get_embeddings()
-            if emb.ndim != 2 or emb.shape[0] != len(self._image_fnames):
+            if emb.ndim != 2 or emb.shape[0] != len(fnames):
                 raise IOError(f'{path}: embeddings have shape {list(emb.shape)} but the dataset has '
-                              f'{len(self._image_fnames)} images; expected [{len(self._image_fnames)}, D] in image order')
+                              f'{len(fnames)} images; expected [{len(fnames)}, D] in image order')
 
-    @staticmethod
-    def _file_ext(fname: str) -> str:
-        # Depth maps sit beside the images but are not training images.
-        if fname.lower().endswith(DEPTH_SUFFIX):
-            return DEPTH_SUFFIX
-        return os.path.splitext(fname)[1].lower()
-
-    def _get_zipfile(self) -> zipfile.ZipFile:
-        # A zip handle inherited through fork (DataLoader workers) shares its file offset with the parent and
-        # corrupts reads (Bad CRC-32): each process opens its own.
-        if self._zipfile is not None and getattr(self, '_zip_pid', None) != os.getpid():
-            self._zipfile = None
-        self._zip_pid = os.getpid()
-        return super()._get_zipfile()
+    # The base class already skips `*_depth.png` side files and opens the zip once per process.
 
     @staticmethod
     def _depth_fname(fname: str) -> str:
@@ -105,25 +93,25 @@ class RGBDDataset(ImageFolderDataset):
                 if not os.path.isfile(self._embeddings_path):
                     raise IOError(f'Embeddings file not found: {self._embeddings_path}')
                 self._embeddings = np.load(self._embeddings_path, mmap_mode='r', allow_pickle=False)
-            elif self._type == 'zip':
-                self._embeddings = _memmap_npy_in_zip(self._path, self._get_zipfile().getinfo(EMBEDDINGS_NAME))
+            elif self.zip_info(EMBEDDINGS_NAME) is not None:
+                self._embeddings = _memmap_npy_in_zip(self.path, self.zip_info(EMBEDDINGS_NAME))
             else:
-                self._embeddings = np.load(os.path.join(self._path, EMBEDDINGS_NAME), mmap_mode='r', allow_pickle=False)
+                self._embeddings = np.load(os.path.join(self.path, EMBEDDINGS_NAME), mmap_mode='r', allow_pickle=False)
         return self._embeddings
 
     def _load_raw_depth(self, raw_idx: int) -> np.ndarray:
         """int32 [H,W] in [0, 65535]; 8-bit maps are scaled by 256 and extra channels dropped (3DGP)."""
-        fname = self._depth_fname(self._image_fnames[raw_idx])
+        fname = self._depth_fname(self.image_fnames[raw_idx])
         try:
-            with self._open_file(fname) as f:
+            with self.open_file(fname) as f:
                 depth = np.array(PIL.Image.open(io.BytesIO(f.read())))
         except (OSError, ValueError, KeyError, PIL.UnidentifiedImageError) as e:
-            raise IOError(f'{self._path}: cannot read depth map {fname!r} ({e})') from e
+            raise IOError(f'{self.path}: cannot read depth map {fname!r} ({e})') from e
         if depth.ndim == 3:
             depth = depth[:, :, 0]
         depth = depth.astype(np.int32) * 256 if depth.dtype == np.uint8 else depth.astype(np.int32)
         if list(depth.shape) != self.image_shape[1:]:
-            raise IOError(f'{self._path}: depth map {fname!r} is {depth.shape[1]}x{depth.shape[0]} but images are '
+            raise IOError(f'{self.path}: depth map {fname!r} is {depth.shape[1]}x{depth.shape[0]} but images are '
                           f'{self.image_shape[2]}x{self.image_shape[1]}')
         return depth
 

@@ -157,7 +157,11 @@ class Discriminator(torch.nn.Module):
             mbstd_num_channels=mbstd_num_channels, kd_dim=kd_dim)
 
     def forward(self, img, c, patch_params=None, update_emas=False, predict_feat=False, **block_kwargs):
-        if isinstance(img, dict): # G output dict (EG3D loop's module summary): whole image resized to one patch
+        # EG3D's D interface takes G's output dict (DualDiscriminator reads img['image'], img['image_raw']), and the
+        # shared EG3D training loop relies on it: its network summary calls D(G(z, c), c). We accept the same dict
+        # (whole image + adapted depth, resized to one patch of scale 1) so the loop stays free of 3DGP cases;
+        # the 3DGP loss always passes [N, C, P, P] patch tensors.
+        if isinstance(img, dict):
             parts = [img['image']] + ([img['image_depth_adapted']] if self.depth_channels else [])
             img = torch.nn.functional.interpolate(torch.cat(parts, dim=1), size=(self.patch_resolution,) * 2,
                                                   mode='bilinear', align_corners=False, antialias=True)

@@ -49,8 +49,31 @@ def rays_from_c25(c25: torch.Tensor, resolution: int, patch_params: Optional[tor
 #----------------------------------------------------------------------------
 # Classical volume rendering (3DGP ImportanceRenderer + ClassicalRayMarcher, spec 1.4-1.6).
 
-def march(rgb: torch.Tensor, sigma: torch.Tensor, t: torch.Tensor, use_inf_depth: bool = True):
-    """rgb [..., S, 3], sigma (activated) [..., S], t [..., S] sorted -> rgb [..., 3], depth [...], weights [..., S]."""
+# torch.quantile refuses inputs with more than 2^24 elements; 3DGP sizes its render chunks by this (spec 1.8).
+QUANTILE_MAX_NUMEL = 2 ** 24
+
+def quantile(x: torch.Tensor, q: float, max_numel: int = 2 ** 24) -> torch.Tensor:
+    """q-quantile of all elements (torch.quantile's linear interpolation), also for tensors past its size limit."""
+    flat = x.reshape(-1)
+    if flat.numel() <= max_numel:
+        return torch.quantile(flat, q)
+    pos = q * (flat.numel() - 1)
+    lo, frac = int(math.floor(pos)), pos - math.floor(pos)
+    v_lo = flat.kthvalue(lo + 1).values
+    v_hi = flat.kthvalue(min(lo + 2, flat.numel())).values if frac > 0 else v_lo
+    return v_lo + frac * (v_hi - v_lo)
+
+def cut_densities(sigma: torch.Tensor, cut_quantile: float) -> torch.Tensor:
+    """3DGP's NFS-only density cut (spec 1.6 step 5): activated densities below the q-quantile of the whole tensor
+    are zeroed; q = 0 leaves them unchanged."""
+    if not cut_quantile:
+        return sigma
+    return torch.where(sigma < quantile(sigma.detach(), cut_quantile), torch.zeros_like(sigma), sigma)
+
+def march(rgb: torch.Tensor, sigma: torch.Tensor, t: torch.Tensor, use_inf_depth: bool = True, cut_quantile: float = 0):
+    """rgb [..., S, 3], sigma (activated) [..., S], t [..., S] sorted -> rgb [..., 3], depth [...], weights [..., S].
+    cut_quantile > 0 zeroes densities below that quantile first (3DGP's marcher does it, so both passes see it)."""
+    sigma = cut_densities(sigma, cut_quantile)
     deltas = t[..., 1:] - t[..., :-1]
     last = torch.full_like(deltas[..., :1], 1e10 if use_inf_depth else 1e-3)
     deltas = torch.cat([deltas, last], dim=-1)
@@ -149,7 +172,7 @@ class Generator(torch.nn.Module):
         self.camera_prior = dnnlib.util.construct_class_by_name(**prior_kwargs)
         self.rendering_kwargs = dict(ray_start=self.camera_prior.ray_start, ray_end=self.camera_prior.ray_end,
             cube_scale=self.camera_prior.cube_scale, depth_resolution=32, depth_resolution_importance=32,
-            use_inf_depth=True, max_batch_res=128, clamp_mode='softplus', image_resolution=img_resolution,
+            use_inf_depth=True, max_batch_res=128, clamp_mode='softplus', image_resolution=img_resolution, cut_quantile=0,
             avg_camera_radius=1.0, avg_camera_pivot=[0, 0, 0])
         self.rendering_kwargs.update(rendering_kwargs)
         self.rendering_kwargs['box_warp'] = 2 * self.rendering_kwargs['cube_scale'] # EG3D name, for shape tools
@@ -217,7 +240,7 @@ class Generator(torch.nn.Module):
         rgb, sigma = rgb.reshape(N, M, S, 3), self._density(raw.reshape(N, M, S))
         if S_f > 0:
             with torch.no_grad(): # weights from s-space depths (3DGP quirk, kept for weight compatibility)
-                w = march(rgb, sigma, s, rk['use_inf_depth'])[2]
+                w = march(rgb, sigma, s, rk['use_inf_depth'], rk.get('cut_quantile', 0))[2]
                 s_mid = (s[..., 1:] + s[..., :-1]) / 2
                 s_fine = sample_pdf(s_mid, w[..., 1:-1] + 1e-5, S_f).detach()
             rgb_f, raw_f = self._run_model(planes, pts(s_fine))
@@ -227,8 +250,19 @@ class Generator(torch.nn.Module):
             s, order = s.sort(dim=-1)
             rgb = rgb.gather(2, order[..., None].expand(-1, -1, -1, 3))
             sigma = sigma.gather(-1, order)
-        out_rgb, depth, _ = march(rgb, sigma, near + s * (far - near), rk['use_inf_depth'])
+        out_rgb, depth, _ = march(rgb, sigma, near + s * (far - near), rk['use_inf_depth'], rk.get('cut_quantile', 0))
         return out_rgb, depth
+
+    def render_chunked(self, planes, origins, dirs, res: int):
+        """Eval-mode ray chunking (spec 1.8): above max_batch_res, with cut_quantile > 0, rays go in chunks of
+        2^24 // (N * depth_resolution * 3) so that the quantile (taken per chunk, as in 3DGP) stays computable."""
+        rk = self.rendering_kwargs
+        q, N, M = rk.get('cut_quantile', 0), origins.shape[0], origins.shape[1]
+        if self.training or not q or res <= rk['max_batch_res']:
+            return self.render(planes, origins, dirs)
+        chunk = max(QUANTILE_MAX_NUMEL // (N * rk['depth_resolution'] * 3), 1)
+        outs = [self.render(planes, origins[:, i:i + chunk], dirs[:, i:i + chunk]) for i in range(0, M, chunk)]
+        return torch.cat([o[0] for o in outs], dim=1), torch.cat([o[1] for o in outs], dim=1)
 
     def synthesis(self, ws, c, patch_params=None, neural_rendering_resolution=None, update_emas=False,
                   cache_backbone=False, use_cached_backbone=False, **synthesis_kwargs):
@@ -244,7 +278,7 @@ class Generator(torch.nn.Module):
         res = neural_rendering_resolution or (self.patch_resolution if patch_params is not None
                                               else self.neural_rendering_resolution)
         origins, dirs = rays_from_c25(c.to(torch.float32), res, patch_params)
-        rgb, depth = self.render(planes.to(torch.float32), origins, dirs)
+        rgb, depth = self.render_chunked(planes.to(torch.float32), origins, dirs, res)
         N = ws.shape[0]
         image = rgb.permute(0, 2, 1).reshape(N, 3, res, res).contiguous()
         depth = depth.reshape(N, 1, res, res)

@@ -61,29 +61,12 @@ for _option in _OPTIONS:
     registry.register('train_option', _option.name, _option)
 
 #----------------------------------------------------------------------------
-# Legacy 3DGP / EpiGRAF pickles: module aliases for `src.*` names, if legacy.py offers a hook.
-
-LEGACY_MODULE_ALIASES = {
-    'src.torch_utils': 'torch_utils', 'src.torch_utils.persistence': 'torch_utils.persistence',
-    'src.torch_utils.misc': 'torch_utils.misc', 'src.torch_utils.ops': 'torch_utils.ops',
-    'src.torch_utils.ops.conv2d_resample': 'torch_utils.ops.conv2d_resample',
-    'src.torch_utils.ops.upfirdn2d': 'torch_utils.ops.upfirdn2d', 'src.torch_utils.ops.bias_act': 'torch_utils.ops.bias_act',
-    'src.torch_utils.ops.fma': 'torch_utils.ops.fma', 'src.torch_utils.ops.grid_sample_gradfix': 'torch_utils.ops.grid_sample_gradfix',
-    'src.torch_utils.ops.conv2d_gradfix': 'torch_utils.ops.conv2d_gradfix',
-    'src.dnnlib': 'dnnlib', 'src.dnnlib.util': 'dnnlib.util',
-}
+# Legacy 3DGP / EpiGRAF pickles: `src.*` module aliases, the bare non-persistent
+# `training.networks_discriminator.Discriminator`, an omegaconf stand-in and TensorGroup (eg3d_ext.compat).
 
 def _register_legacy_aliases() -> bool:
-    try:
-        import legacy
-    except ImportError:
-        return False
-    hook = getattr(legacy, 'register_module_alias', None)
-    if hook is None:
-        return False
-    for old, new in LEGACY_MODULE_ALIASES.items():
-        hook(old, new)
-    return True
+    from eg3d_ext import compat
+    return compat.install()
 
 LEGACY_HOOKED = _register_legacy_aliases()
 

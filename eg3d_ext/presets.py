@@ -9,6 +9,7 @@ import torch
 import dnnlib
 from dnnlib import registry
 from training.dataset import ImageFolderDataset
+from training.presets import EG3D_DEFAULTS, EG3D_REQUIRED, apply_preset_defaults, preset_defaults
 
 # Deliberate deviations from the reference's bugs are listed in docs/3dgp-deviations.md; `--reference-bugs=true`
 # restores the reference behaviour.
@@ -47,16 +48,30 @@ def _camera_prior_kwargs(opts: dict) -> dict:
     return kw
 
 #----------------------------------------------------------------------------
+# Option defaults per preset (train.py fills unset CLI options from these; spec sections 0 and 9).
+# ImageNet (--cfg=3dgp): the README recipe, double widths and gamma 0.05. Single-category sets: default widths and
+# the reference's gamma 'auto' = 0.0002 res^2 / batch (0.2048 at 256 px, batch 64).
 
+_3DGP_COMMON = dict(batch=64, mirror=True, glr=0.0025, dlr=0.002, map_depth=2, mbstd_group=4,
+                    metrics=['fid2k_full', 'nfs256'], snap=100)
+IMAGENET_DEFAULTS = dict(_3DGP_COMMON, cbase=65536, cmax=1024, gamma=0.05)
+SINGLE_CATEGORY_DEFAULTS = dict(_3DGP_COMMON, cbase=32768, cmax=512, gamma='auto')
+
+def _r1_gamma(gamma: Any, resolution: int, batch: int) -> float:
+    return 0.0002 * resolution ** 2 / batch if gamma == 'auto' else float(gamma)
+
+#----------------------------------------------------------------------------
+
+@preset_defaults(**IMAGENET_DEFAULTS)
 def preset_3dgp(opts: dict) -> dnnlib.EasyDict:
     """3DGP (ImageNet 256 defaults): class-conditional from the dataset labels, patches 64x64 with the Beta scale
-    schedule, RGB-D D + depth adaptor, learned camera, KD (ResNet-50, 2048-d). Widths/gamma come from --cbase/--cmax/
-    --gamma; the README ImageNet recipe is --cbase=65536 --cmax=1024 --gamma=0.05 --batch=64."""
+    schedule, RGB-D D + depth adaptor, learned camera, KD (ResNet-50, 2048-d). Unset options take the README ImageNet
+    recipe (--cbase=65536 --cmax=1024 --gamma=0.05 --batch=64 --mirror=1; IMAGENET_DEFAULTS)."""
     from training.presets import common_config, init_dataset_kwargs
-    opts = dnnlib.EasyDict(opts)
+    opts = apply_preset_defaults(preset_3dgp, opts, '3dgp')
     c = common_config(opts)
     patch_res = int(_opt(opts, 'patch_res', 64))
-    cbase, cmax = _opt(opts, 'cbase', 32768), _opt(opts, 'cmax', 512)
+    cbase, cmax = opts.cbase, opts.cmax
     use_depth = bool(_opt(opts, 'use_depth', True))
     learn_camera = bool(_opt(opts, 'learn_camera', True))
     kd_weight = float(_opt(opts, 'kd_weight', 1.0))
@@ -66,15 +81,15 @@ def preset_3dgp(opts: dict) -> dnnlib.EasyDict:
     c.training_set_kwargs, _ = init_dataset_kwargs(opts.data, class_name='eg3d_ext.dataset_rgbd.RGBDDataset',
         use_depth=use_depth, require_depth=use_depth, use_embeddings=need_emb, require_embeddings=need_emb)
     c.training_set_kwargs.use_labels = bool(c.training_set_kwargs.use_labels and _opt(opts, 'cond', True))
-    c.training_set_kwargs.xflip = bool(_opt(opts, 'mirror', True))
+    c.training_set_kwargs.xflip = bool(opts.mirror)
     res = c.training_set_kwargs.resolution
     if patch_res > res:
         raise ValueError(f'--patch-res={patch_res} exceeds the dataset resolution {res}')
-    gamma = opts.gamma
+    gamma = _r1_gamma(opts.gamma, res, c.batch_size)
     rendering = dnnlib.EasyDict(depth_resolution=_opt(opts, 'depth_resolution', 32),
         depth_resolution_importance=_opt(opts, 'depth_resolution_importance', 32), use_inf_depth=True, max_batch_res=128)
     c.G_kwargs = dnnlib.EasyDict(class_name='eg3d_ext.generator.Generator', z_dim=512, w_dim=512,
-        mapping_kwargs=dnnlib.EasyDict(num_layers=_opt(opts, 'map_depth', 2)),
+        mapping_kwargs=dnnlib.EasyDict(num_layers=opts.map_depth),
         channel_base=cbase, channel_max=cmax, num_fp16_res=0, conv_clamp=None, fused_modconv_default='inference_only',
         patch_resolution=patch_res, tri_plane_resolution=int(_opt(opts, 'triplane_res', 512)), tri_plane_channels=32,
         mlp_kwargs=dnnlib.EasyDict(hid_dim=64, num_layers=2),
@@ -86,12 +101,12 @@ def preset_3dgp(opts: dict) -> dnnlib.EasyDict:
         depth_adaptor_kwargs=_depth_adaptor_kwargs(opts) if use_depth else None)
     c.D_kwargs = dnnlib.EasyDict(class_name='eg3d_ext.discriminator.Discriminator', depth_channels=int(use_depth),
         patch_resolution=patch_res, channel_base=cbase, channel_max=cmax, num_fp16_res=_opt(opts, 'd_num_fp16_res', 4), conv_clamp=256,
-        mbstd_group_size=_opt(opts, 'mbstd_group', 4), hyper_mod=True, kd_dim=2048 if kd_weight > 0 else 0,
+        mbstd_group_size=opts.mbstd_group, hyper_mod=True, kd_dim=2048 if kd_weight > 0 else 0,
         mapping_kwargs=dnnlib.EasyDict(num_layers=2))
     c.loss_kwargs = dnnlib.EasyDict(class_name='eg3d_ext.loss_3dgp.Loss3DGP', r1_gamma=gamma, blur_init_sigma=10,
         blur_fade_kimg=200, depth_blur_scale=30, use_depth=use_depth, learn_camera=learn_camera,
         patch_kwargs=dnnlib.EasyDict(enabled=True, resolution=patch_res, min_scale=patch_res / res, max_scale=1.0,
-            alpha=1.0, beta_start=0.001, beta_end=0.8, anneal_kimg=10000, group_size=_opt(opts, 'mbstd_group', 4)),
+            alpha=1.0, beta_start=0.001, beta_end=0.8, anneal_kimg=10000, group_size=opts.mbstd_group),
         kd_weight=kd_weight, kd_anneal_kimg=float(_opt(opts, 'kd_anneal_kimg', 100000)), kd_loss_type='l2',
         teacher_kwargs=dnnlib.EasyDict(model_name=teacher, weights_path=_opt(opts, 'teacher_weights', None)) if teacher else None,
         camera_reg_kwargs=dnnlib.EasyDict(emd_weights=dict(origin=2.0, radius=0.0, fov=1e-4, look_at=1e-4),
@@ -103,19 +118,23 @@ def preset_3dgp(opts: dict) -> dnnlib.EasyDict:
     return c
 
 def _single_category(opts: dict) -> dnnlib.EasyDict:
-    """SDIP Dogs / Elephants / LSUN Horses: unconditional (c_dim 0), default widths; the reference γ is auto =
-    0.0002 res^2 / batch (0.2048 at 256 / 64), pass it with --gamma."""
-    opts = dnnlib.EasyDict(opts)
+    """SDIP Dogs / Elephants / LSUN Horses: unconditional (c_dim 0), default widths (cbase 32768, cmax 512) and the
+    reference γ 'auto' = 0.0002 res^2 / batch (0.2048 at 256 / 64) unless --gamma is given."""
+    opts = apply_preset_defaults(_single_category, opts, '3dgp-<dataset>')
     opts.cond = False # single-category sets: unconditional (c_dim 0)
-    opts.cbase, opts.cmax = _opt(opts, 'cbase', 32768), _opt(opts, 'cmax', 512)
     return preset_3dgp(opts)
 
+_single_category.defaults, _single_category.required = SINGLE_CATEGORY_DEFAULTS, ()
+
+@preset_defaults(**SINGLE_CATEGORY_DEFAULTS)
 def preset_3dgp_dogs(opts: dict) -> dnnlib.EasyDict:
     return _single_category(opts)
 
+@preset_defaults(**SINGLE_CATEGORY_DEFAULTS)
 def preset_3dgp_elephants(opts: dict) -> dnnlib.EasyDict:
     return _single_category(opts)
 
+@preset_defaults(**SINGLE_CATEGORY_DEFAULTS)
 def preset_3dgp_horses(opts: dict) -> dnnlib.EasyDict:
     return _single_category(opts)
 
@@ -135,10 +154,12 @@ class WideCameraDataset(ImageFolderDataset):
         from eg3d_ext.camera import CameraPrior
         gen = torch.Generator().manual_seed(self._camera_seed)
         prior = CameraPrior(self._camera_prior)
-        return prior.to_c25(prior.sample(len(self._image_fnames), generator=gen)).numpy().astype(np.float32)
+        return prior.to_c25(prior.sample(len(self.image_fnames), generator=gen)).numpy().astype(np.float32)
 
+@preset_defaults(required=EG3D_REQUIRED, **EG3D_DEFAULTS)
 def preset_eg3d_wide(opts: dict) -> dnnlib.EasyDict:
-    opts = dnnlib.EasyDict(opts)
+    """EG3D (ffhq preset, EG3D option defaults) with 3DGP's wide camera prior and ray range."""
+    opts = apply_preset_defaults(preset_eg3d_wide, opts, 'eg3d-wide')
     base = registry.resolve('preset', 'ffhq')
     c = copy.deepcopy(base(opts))
     rk = c.G_kwargs.rendering_kwargs

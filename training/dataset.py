@@ -158,6 +158,12 @@ class Dataset(torch.utils.data.Dataset):
 # Folder or zip of images.
 
 class ImageFolderDataset(Dataset):
+    """Images of a folder or zip, sorted by path. Side files that share an image extension but are not training images
+    (RGB-D depth maps `<stem>_depth.png`, macOS `._*` resource forks) are not listed, so RGB-D zips work in EG3D
+    tools and metrics. The zip is opened lazily by each process (forked DataLoader workers must not share a handle)."""
+
+    side_file_suffixes = ('_depth.png',) # lower-case name endings of non-image files with image extensions
+
     def __init__(self,
         path:       str,                    # Path to directory or zip.
         resolution: Optional[int] = None,   # Ensure specific resolution, None = highest available.
@@ -165,6 +171,7 @@ class ImageFolderDataset(Dataset):
     ):
         self._path = path
         self._zipfile = None
+        self._zip_pid = None
 
         if os.path.isdir(self._path):
             self._type = 'dir'
@@ -180,7 +187,7 @@ class ImageFolderDataset(Dataset):
             raise IOError(f'Path must point to a directory or zip: {path!r}')
 
         PIL.Image.init()
-        self._image_fnames = sorted(f for f in self._all_fnames if self._file_ext(f) in PIL.Image.EXTENSION)
+        self._image_fnames = sorted(f for f in self._all_fnames if self.is_image_file(f))
         if len(self._image_fnames) == 0:
             raise IOError(f'No image files found in the specified path: {path!r}')
 
@@ -195,10 +202,24 @@ class ImageFolderDataset(Dataset):
     def _file_ext(fname: str) -> str:
         return os.path.splitext(fname)[1].lower()
 
+    @classmethod
+    def is_image_file(cls, fname: str) -> bool:
+        """A training image: PIL-readable extension, not a side file (depth map) and not a macOS `._*` fork."""
+        low = fname.replace('\\', '/').lower()
+        base = os.path.basename(low)
+        if base.startswith('._') or low.startswith('__macosx/') or '/__macosx/' in low:
+            return False
+        return cls._file_ext(low) in PIL.Image.EXTENSION and not low.endswith(tuple(cls.side_file_suffixes))
+
     def _get_zipfile(self) -> zipfile.ZipFile:
         assert self._type == 'zip'
+        # A handle inherited through fork shares its file offset with the parent process: concurrent reads then
+        # fail with "Bad CRC-32". Each process therefore opens its own.
+        if self._zipfile is not None and self._zip_pid != os.getpid():
+            self._zipfile = None
         if self._zipfile is None:
             self._zipfile = zipfile.ZipFile(self._path)
+            self._zip_pid = os.getpid()
         return self._zipfile
 
     def _open_file(self, fname: str):
@@ -206,9 +227,30 @@ class ImageFolderDataset(Dataset):
             return open(os.path.join(self._path, fname), 'rb')
         return self._get_zipfile().open(fname, 'r')
 
+    # Public file access for subclasses and tools (e.g. RGB-D side files, embeddings).
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def image_fnames(self) -> list:
+        """Relative paths of the images, in raw-index order (the dataset's own list: do not modify)."""
+        return self._image_fnames
+
+    def has_file(self, fname: str) -> bool:
+        return fname in self._all_fnames
+
+    def open_file(self, fname: str):
+        """Binary file object for a file of the dataset (relative path as listed); use as a context manager."""
+        return self._open_file(fname)
+
+    def zip_info(self, fname: str) -> Optional[zipfile.ZipInfo]:
+        """The zip member's ZipInfo (offsets, compression), or None for folder datasets."""
+        return self._get_zipfile().getinfo(fname) if self._type == 'zip' else None
+
     def close(self) -> None:
         try:
-            if self._zipfile is not None:
+            if self._zipfile is not None and self._zip_pid == os.getpid():
                 self._zipfile.close()
         finally:
             self._zipfile = None

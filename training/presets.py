@@ -7,6 +7,35 @@ import dnnlib
 from dnnlib import registry
 
 #----------------------------------------------------------------------------
+# Preset defaults: CLI options left unset (None) are filled by the chosen preset, so `--cfg=3dgp` can use the 3DGP
+# ImageNet values while the EG3D presets keep EG3D's. A preset declares them with @preset_defaults; `required` names
+# options the preset has no default for (EG3D: --batch and --gamma, as in EG3D).
+
+EG3D_DEFAULTS = dict(cbase=32768, cmax=512, mirror=False, glr=0.0025, dlr=0.002, map_depth=2, mbstd_group=4,
+                     metrics=['fid50k_full'], snap=50)
+EG3D_REQUIRED = ('batch', 'gamma')
+
+def preset_defaults(required: Tuple[str, ...] = (), **defaults: Any):
+    """Decorator: attach `defaults` (option name -> value) and `required` option names to a preset function."""
+    def decorate(fn):
+        fn.defaults, fn.required = dict(defaults), tuple(required)
+        return fn
+    return decorate
+
+def apply_preset_defaults(preset: Any, opts: dnnlib.EasyDict, cfg: str = '?') -> dnnlib.EasyDict:
+    """Copy of opts with every unset (None) option taken from the preset's defaults (EG3D's for presets that declare
+    none). Raises ValueError naming a required option that is still unset."""
+    opts = dnnlib.EasyDict(opts)
+    required = getattr(preset, 'required', EG3D_REQUIRED)
+    missing = [k for k in required if opts.get(k) is None]
+    if missing:
+        raise ValueError(f"Missing option '--{missing[0].replace('_', '-')}': --cfg={cfg} has no default for it")
+    for key, value in dict(EG3D_DEFAULTS, **getattr(preset, 'defaults', {})).items():
+        if opts.get(key) is None:
+            opts[key] = copy.deepcopy(value)
+    return opts
+
+#----------------------------------------------------------------------------
 # Building blocks shared with plugin presets (e.g. eg3d_ext/presets.py).
 
 def init_dataset_kwargs(data: str, class_name: str = 'training.dataset.ImageFolderDataset', **kwargs: Any) -> Tuple[dnnlib.EasyDict, str]:
@@ -138,18 +167,21 @@ def eg3d_config(opts: dnnlib.EasyDict, **dataset_rendering: Any) -> dnnlib.EasyD
 # The three EG3D datasets; only the rendering setup differs.
 
 @registry.register('preset', 'ffhq')
+@preset_defaults(required=EG3D_REQUIRED, **EG3D_DEFAULTS)
 def ffhq(opts: dnnlib.EasyDict) -> dnnlib.EasyDict:
     """FFHQ faces: cameras at radius 2.7 looking at the head centre."""
     return eg3d_config(opts, depth_resolution=48, depth_resolution_importance=48, ray_start=2.25, ray_end=3.3,
                        box_warp=1, avg_camera_radius=2.7, avg_camera_pivot=[0, 0, 0.2])
 
 @registry.register('preset', 'afhq')
+@preset_defaults(required=EG3D_REQUIRED, **EG3D_DEFAULTS)
 def afhq(opts: dnnlib.EasyDict) -> dnnlib.EasyDict:
     """AFHQv2 cats: like ffhq, with a lower look-at pivot."""
     return eg3d_config(opts, depth_resolution=48, depth_resolution_importance=48, ray_start=2.25, ray_end=3.3,
                        box_warp=1, avg_camera_radius=2.7, avg_camera_pivot=[0, 0, -0.06])
 
 @registry.register('preset', 'shapenet')
+@preset_defaults(required=EG3D_REQUIRED, **EG3D_DEFAULTS)
 def shapenet(opts: dnnlib.EasyDict) -> dnnlib.EasyDict:
     """ShapeNet cars: closer cameras, a larger box and a white background."""
     return eg3d_config(opts, depth_resolution=64, depth_resolution_importance=64, ray_start=0.1, ray_end=2.6,
