@@ -83,7 +83,7 @@ with torch.no_grad():
     logits = d['D'](dict(image=out['image'], image_raw=out['image_raw']), inp['c'])
 torch.save(dict(out, logits=logits, p=d['augment_pipe'].p, nrr=d['G_ema'].neural_rendering_resolution), {str(tmp_path / 'out.pt')!r})
 """
-    env = dict(os.environ, OMP_NUM_THREADS='1')
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads())) # same reduction order as the parent
     r = subprocess.run([sys.executable, '-c', script], cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]
     got = torch.load(tmp_path / 'out.pt')

@@ -147,7 +147,7 @@ def test_pickle_roundtrip_in_fresh_process(tmp_path):
     path = tmp_path / 'G.pkl'
     with open(path, 'wb') as f:
         pickle.dump((G, z, c, ref), f)
-    env = dict(os.environ, PYTHONPATH=_ROOT, OMP_NUM_THREADS='1')
+    env = dict(os.environ, PYTHONPATH=_ROOT, OMP_NUM_THREADS=str(torch.get_num_threads())) # same reduction order as the parent
     res = subprocess.run([sys.executable, '-c', _CHILD, str(path)], cwd=str(tmp_path), env=env, capture_output=True,
         text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
