@@ -178,7 +178,8 @@ class Generator(torch.nn.Module):
         self.rendering_kwargs['box_warp'] = 2 * self.rendering_kwargs['cube_scale'] # EG3D name, for shape tools
         self.neural_rendering_resolution = img_resolution
         self.nerf_noise_kwargs = dict(dict(std_init=1.0, kimg=5000), **nerf_noise_kwargs)
-        self.register_buffer('nerf_noise_std', torch.zeros([])) # set by progressive_update()
+        self.register_buffer('nerf_noise_std', torch.zeros([])) # set by progressive_update(); saved for exact resume
+        self.nerf_noise_std_value = 0.0 # host copy of the buffer, so that forward never waits for the GPU
         self.camera_generator = None
         if camera_generator_kwargs is not None:
             cg_kwargs = dict(class_name='eg3d_ext.camera_generator.CameraGenerator', **camera_generator_kwargs)
@@ -194,7 +195,8 @@ class Generator(torch.nn.Module):
         """Advance G-side schedules (NeRF density noise, depth-adaptor selection); called by the loss, not forward."""
         k = self.nerf_noise_kwargs
         frac = 1.0 if k['kimg'] <= 0 else min(max(cur_kimg / k['kimg'], 0.0), 1.0)
-        self.nerf_noise_std.fill_(k['std_init'] * (1 - frac))
+        self.nerf_noise_std_value = k['std_init'] * (1 - frac)
+        self.nerf_noise_std.fill_(self.nerf_noise_std_value)
         if self.depth_adaptor is not None:
             self.depth_adaptor.set_progress(cur_kimg)
 
@@ -225,8 +227,8 @@ class Generator(torch.nn.Module):
         return out[..., :3], out[..., 3]
 
     def _density(self, raw_sigma):
-        if self.training and float(self.nerf_noise_std) > 0:
-            raw_sigma = raw_sigma + torch.randn_like(raw_sigma) * self.nerf_noise_std
+        if self.training and self.nerf_noise_std_value > 0:
+            raw_sigma = raw_sigma + torch.randn_like(raw_sigma) * self.nerf_noise_std_value
         return F.softplus(raw_sigma)
 
     def render(self, planes, origins, dirs):

@@ -133,7 +133,8 @@ class Loss3DGP:
 
     def _update_G_schedules(self, cur_nimg: int, t: float) -> None:
         if self.reference_bugs and cur_nimg == self._first_nimg:
-            self.G.nerf_noise_std.fill_(0) # 3DGP: NeRF noise is 0 until the first progressive_update
+            self.G.nerf_noise_std_value = 0.0 # 3DGP: NeRF noise is 0 until the first progressive_update
+            self.G.nerf_noise_std.fill_(0)
         else:
             self.G.progressive_update(t)
 

@@ -5,6 +5,7 @@ from typing import Optional
 import numpy as np
 import torch
 from torch_utils import training_stats
+from torch_utils.ops import conv2d_gradfix
 from torch_utils.ops import upfirdn2d
 from training.dual_discriminator import filtered_resizing
 
@@ -231,7 +232,8 @@ class StyleGAN2Loss(Loss):
                 loss_Dr1 = 0
                 if need_grad:
                     inputs = [real_img_tmp['image'], real_img_tmp['image_raw']] if self.dual_discrimination else [real_img_tmp['image']]
-                    with torch.autograd.profiler.record_function('r1_grads'):
+                    # D's weight gradients of the R1 graph are never used: skip them in the double backward.
+                    with torch.autograd.profiler.record_function('r1_grads'), conv2d_gradfix.no_weight_gradients():
                         r1_grads = torch.autograd.grad(outputs=[real_logits.sum()], inputs=inputs, create_graph=True, only_inputs=True)
                     r1_penalty = sum(g.square().sum([1, 2, 3]) for g in r1_grads)
                     loss_Dr1 = r1_penalty * (r1_gamma / 2)
