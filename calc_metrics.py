@@ -70,9 +70,8 @@ def load_network(network_pkl: str) -> dict:
     """legacy.load_network_pkl with file problems turned into one clear CLI error."""
     import legacy
     try:
-        with dnnlib.util.open_url(network_pkl, verbose=True) as f:
-            return legacy.load_network_pkl(f)
-    except (IOError, OSError) as err: # includes MissingWeightsError
+        return legacy.load_network(network_pkl)  # .pkl or weights-only .safetensors
+    except (IOError, OSError, ValueError) as err: # includes MissingWeightsError
         raise click.ClickException(f'Cannot load --network {network_pkl}: {err}')
 
 def data_kwargs(data: str) -> dnnlib.EasyDict:

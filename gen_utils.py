@@ -56,10 +56,9 @@ def parse_grid(s: Union[str, Tuple[int, int]]) -> Tuple[int, int]:
 # Loading and introspection.
 
 def load_generator(network_pkl: str, device: Union[str, torch.device] = 'cpu') -> torch.nn.Module:
-    """Load G_ema from an EG3D / SG2 / SG3 / 3DGP pickle (path or URL) via legacy.load_network_pkl."""
+    """Load G_ema from an EG3D / SG2 / SG3 / 3DGP pickle or a weights-only .safetensors (path or URL) via legacy.load_network."""
     import legacy # top-level module of this repo; imported lazily so that gen_utils stays light.
-    with dnnlib.util.open_url(network_pkl) as f:
-        data = legacy.load_network_pkl(f)
+    data = legacy.load_network(network_pkl)
     G = data.get('G_ema', None) if isinstance(data, dict) else None
     if G is None:
         raise ValueError(f'{network_pkl}: the pickle holds no G_ema network')

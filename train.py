@@ -55,7 +55,7 @@ def subprocess_fn(rank: int, c: dnnlib.EasyDict, temp_dir: Optional[str], local_
     training_loop.training_loop(rank=rank, device=device, **c)
 
 def _write_options(c: dnnlib.EasyDict) -> None:
-    os.makedirs(c.run_dir)
+    os.makedirs(c.run_dir, exist_ok=c.get('resume_state') is not None)
     with dnnlib.util.atomic_write(os.path.join(c.run_dir, 'training_options.json'), 'wt') as f:
         json.dump(c, f, indent=2)
 
@@ -65,14 +65,14 @@ def next_run_dir(outdir: str, desc: str) -> str:
     ids = [int(m.group()) for m in (re.match(r'^\d+', x) for x in prev) if m is not None]
     return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
 
-def launch_training(c: dnnlib.EasyDict, desc: str, outdir: str, dry_run: bool) -> None:
+def launch_training(c: dnnlib.EasyDict, desc: str, outdir: str, dry_run: bool, run_dir: Optional[str] = None) -> None:
     dnnlib.util.Logger(should_flush=True)
     torchrun = 'RANK' in os.environ and 'WORLD_SIZE' in os.environ and 'LOCAL_RANK' in os.environ
     rank = int(os.environ['RANK']) if torchrun else 0
     if torchrun and int(os.environ['WORLD_SIZE']) != c.num_gpus:
         raise click.ClickException(f'--gpus={c.num_gpus} does not match torchrun WORLD_SIZE={os.environ["WORLD_SIZE"]}')
 
-    c.run_dir = next_run_dir(outdir, desc)
+    c.run_dir = run_dir or next_run_dir(outdir, desc)  # exact resume continues in the same run dir
     if rank == 0:
         print()
         print('Training options:')
@@ -109,12 +109,84 @@ def launch_training(c: dnnlib.EasyDict, desc: str, outdir: str, dry_run: bool) -
     _write_options(c)
     print('Launching processes...')
     import torch
+    from training.divergence import TrainingDiverged
     torch.multiprocessing.set_start_method('spawn', force=True)
     with tempfile.TemporaryDirectory() as temp_dir:
-        if c.num_gpus == 1:
-            subprocess_fn(rank=0, c=c, temp_dir=temp_dir)
-        else:
-            torch.multiprocessing.spawn(fn=subprocess_fn, args=(c, temp_dir), nprocs=c.num_gpus)
+        try:
+            if c.num_gpus == 1:
+                subprocess_fn(rank=0, c=c, temp_dir=temp_dir)
+            else:
+                torch.multiprocessing.spawn(fn=subprocess_fn, args=(c, temp_dir), nprocs=c.num_gpus)
+        except TrainingDiverged as err:
+            raise click.ClickException(str(err))
+        except torch.multiprocessing.ProcessRaisedException as err:
+            last = str(err).strip().splitlines()[-1]
+            if 'TrainingDiverged' in last:
+                raise click.ClickException(last.split(': ', 1)[-1])
+            raise
+
+#----------------------------------------------------------------------------
+# --resume and the reliability options (docs/reliability.md).
+
+def _resume_kind(opts: dnnlib.EasyDict) -> tuple:
+    """(kind, path) for --resume; exact kinds clear opts.resume so that presets build the original run's config."""
+    from training import checkpoint
+    if opts.resume is None:
+        return None, None
+    try:
+        kind = checkpoint.classify_resume(opts.resume)
+    except ValueError as err:
+        raise click.BadParameter(str(err).split(': ', 1)[-1], param_hint='--resume')
+    if kind == 'pkl' and not dnnlib.util.is_url(opts.resume):
+        if not os.path.isfile(opts.resume):
+            raise click.BadParameter(f'{opts.resume}: no such file', param_hint='--resume')
+        import legacy
+        try:  # fail now, not after a new run dir was created
+            legacy.load_network(opts.resume, trusted=True)
+        except (IOError, ValueError) as err:
+            raise click.BadParameter(str(err), param_hint='--resume')
+    path = opts.resume
+    if kind != 'pkl':
+        opts.resume = None
+    return kind, path
+
+def _apply_reliability_options(c: dnnlib.EasyDict, opts: dnnlib.EasyDict, resume: tuple) -> Optional[str]:
+    """Record checkpoint/guard options in c; for an exact resume check the run's config and return its run dir."""
+    from training import checkpoint
+    c.checkpoint_ticks = opts.ckpt
+    c.keep_checkpoints = opts.keep_ckpts
+    c.write_safetensors = opts.safetensors
+    c.guard_kwargs = dnnlib.EasyDict(retries=opts.guard_retries, lr_factor=opts.guard_lr_factor, gamma_factor=opts.guard_gamma_factor,
+                                     collapse_ticks=opts.guard_collapse_ticks, grad_limit=opts.guard_grad_limit) if opts.guard else None
+    kind, path = resume
+    if kind in (None, 'pkl'):
+        return None
+    if kind == 'auto':
+        run_dir = checkpoint.find_matching_run(opts.outdir, c)
+        if run_dir is None:
+            print(f'--resume=auto: no run in {opts.outdir} matches these options; starting a new run.')
+            return None
+    else:
+        run_dir = path if kind == 'run_dir' else os.path.dirname(os.path.abspath(path))
+        stored = checkpoint.read_options(run_dir)
+        if stored is None:
+            raise click.BadParameter(f'{run_dir} holds no readable training_options.json (not a run directory?)', param_hint='--resume')
+        diff = checkpoint.config_diff(stored, c)
+        if diff:
+            raise click.BadParameter(f'the options differ from the run in {run_dir} ({", ".join(diff[:6])}); repeat its '
+                                     f'options, or use --resume=<network-snapshot.pkl> to continue from weights only', param_hint='--resume')
+    if kind == 'checkpoint':
+        try:
+            checkpoint.load(path)
+        except IOError as err:
+            raise click.BadParameter(str(err), param_hint='--resume')
+    c.resume_state = path if kind == 'checkpoint' else run_dir
+    if not opts.dry_run:
+        if kind == 'checkpoint':  # an explicitly older checkpoint: newer ones belong to an abandoned branch
+            state_ticks = [t for t, p in checkpoint.list_checkpoints(run_dir) if os.path.samefile(p, path)]
+            if state_ticks:
+                checkpoint.discard_newer(run_dir, state_ticks[0], rename=True)
+    return run_dir
 
 #----------------------------------------------------------------------------
 # Option parsing helpers.
@@ -168,6 +240,7 @@ def make_cli(plugins: List[str] = ()) -> click.Command:
     registry.load_plugins(plugins)
     cfgs = registry.names('preset')
     B, F, I, S = bool, float, int, str
+    PD = 'preset default' # unset options are filled by the --cfg preset (training.presets.apply_preset_defaults)
     o = click.option
 
     @click.command(help=__doc__)
@@ -177,30 +250,40 @@ def make_cli(plugins: List[str] = ()) -> click.Command:
     @o('--cfg',         help='Base configuration', type=click.Choice(cfgs), required=True)
     @o('--data',        help='Training data', metavar='[ZIP|DIR]', type=S, required=True)
     @o('--gpus',        help='Number of GPUs (CPU: processes) to use', metavar='INT', type=click.IntRange(min=1), required=True)
-    @o('--batch',       help='Total batch size', metavar='INT', type=click.IntRange(min=1), required=True)
-    @o('--gamma',       help='R1 regularization weight', metavar='FLOAT', type=click.FloatRange(min=0), required=True)
+    @o('--batch',       help='Total batch size [EG3D presets: required]', metavar='INT', type=click.IntRange(min=1), default=None, show_default=PD)
+    @o('--gamma',       help='R1 regularization weight [EG3D presets: required]', metavar='FLOAT', type=click.FloatRange(min=0), default=None, show_default=PD)
     # Optional features.
     @o('--cond',        help='Train conditional model', metavar='BOOL', type=B, default=True, show_default=True)
-    @o('--mirror',      help='Enable dataset x-flips', metavar='BOOL', type=B, default=False, show_default=True)
+    @o('--mirror',      help='Enable dataset x-flips', metavar='BOOL', type=B, default=None, show_default=PD)
     @o('--aug',         help='Augmentation mode', type=click.Choice(['noaug', 'ada', 'fixed']), default='noaug', show_default=True)
-    @o('--resume',      help='Resume from given network pickle', metavar='[PATH|URL]', type=S)
+    @o('--resume',      help='Resume: network pickle/.safetensors (weights only, new run dir), or exactly from a run dir, a checkpoint-*.pt, or "auto" (latest matching run in --outdir; else start fresh)', metavar='[PATH|URL|DIR|auto]', type=S)
+    # Reliability (docs/reliability.md).
+    @o('--ckpt',        help='Ticks between training-state checkpoints  [default: --snap]', metavar='TICKS', type=click.IntRange(min=1), default=None)
+    @o('--keep-ckpts',  help='Checkpoints to keep (0 = all)', metavar='INT', type=click.IntRange(min=0), default=2, show_default=True)
+    @o('--guard',       help='Divergence guard: roll back to the last good checkpoint on NaN/explosion/D collapse', metavar='BOOL', type=B, default=True, show_default=True)
+    @o('--guard-retries', help='Consecutive rollbacks before giving up', metavar='INT', type=click.IntRange(min=0), default=3, show_default=True)
+    @o('--guard-lr-factor', help='Multiply G/D learning rates by this on each rollback', metavar='FLOAT', type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+    @o('--guard-gamma-factor', help='Multiply R1 gamma by this on each rollback', metavar='FLOAT', type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+    @o('--guard-collapse-ticks', help='Ticks of D-dominates signature before a rollback (0 = off)', metavar='INT', type=click.IntRange(min=0), default=20, show_default=True)
+    @o('--guard-grad-limit', help='Roll back when a gradient norm exceeds this', metavar='FLOAT', type=click.FloatRange(min=0, min_open=True), default=None)
+    @o('--safetensors', help='Also write network-snapshot-*.safetensors (weights only)', metavar='BOOL', type=B, default=False, show_default=True)
     @o('--freezed',     help='Freeze first layers of D', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
     # Misc hyperparameters.
     @o('--p',           help='Probability for --aug=fixed', metavar='FLOAT', type=click.FloatRange(min=0, max=1), default=0.2, show_default=True)
     @o('--target',      help='Target value for --aug=ada', metavar='FLOAT', type=click.FloatRange(min=0, max=1), default=0.6, show_default=True)
     @o('--batch-gpu',   help='Limit batch size per GPU', metavar='INT', type=click.IntRange(min=1))
-    @o('--cbase',       help='Capacity multiplier', metavar='INT', type=click.IntRange(min=1), default=32768, show_default=True)
-    @o('--cmax',        help='Max. feature maps', metavar='INT', type=click.IntRange(min=1), default=512, show_default=True)
-    @o('--glr',         help='G learning rate', metavar='FLOAT', type=click.FloatRange(min=0), default=0.0025, show_default=True)
-    @o('--dlr',         help='D learning rate', metavar='FLOAT', type=click.FloatRange(min=0), default=0.002, show_default=True)
-    @o('--map-depth',   help='Mapping network depth', metavar='INT', type=click.IntRange(min=1), default=2, show_default=True)
-    @o('--mbstd-group', help='Minibatch std group size', metavar='INT', type=click.IntRange(min=1), default=4, show_default=True)
+    @o('--cbase',       help='Capacity multiplier', metavar='INT', type=click.IntRange(min=1), default=None, show_default=PD)
+    @o('--cmax',        help='Max. feature maps', metavar='INT', type=click.IntRange(min=1), default=None, show_default=PD)
+    @o('--glr',         help='G learning rate', metavar='FLOAT', type=click.FloatRange(min=0), default=None, show_default=PD)
+    @o('--dlr',         help='D learning rate', metavar='FLOAT', type=click.FloatRange(min=0), default=None, show_default=PD)
+    @o('--map-depth',   help='Mapping network depth', metavar='INT', type=click.IntRange(min=1), default=None, show_default=PD)
+    @o('--mbstd-group', help='Minibatch std group size', metavar='INT', type=click.IntRange(min=1), default=None, show_default=PD)
     # Misc settings.
     @o('--desc',        help='String to include in result dir name', metavar='STR', type=S)
-    @o('--metrics',     help='Quality metrics', metavar='[NAME|A,B,C|none]', type=CommaSeparatedList(), default='fid50k_full', show_default=True)
+    @o('--metrics',     help='Quality metrics', metavar='[NAME|A,B,C|none]', type=CommaSeparatedList(), default=None, show_default=PD)
     @o('--kimg',        help='Total training duration', metavar='KIMG', type=Kimg(), default=25000, show_default=True)
     @o('--tick',        help='How often to print progress', metavar='KIMG', type=Kimg(), default=4, show_default=True)
-    @o('--snap',        help='How often to save snapshots', metavar='TICKS', type=click.IntRange(min=1), default=50, show_default=True)
+    @o('--snap',        help='How often to save snapshots', metavar='TICKS', type=click.IntRange(min=1), default=None, show_default=PD)
     @o('--seed',        help='Random seed', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
     @o('--nobench',     help='Disable cuDNN benchmarking', metavar='BOOL', type=B, default=False, show_default=True)
     @o('--workers',     help='DataLoader worker processes', metavar='INT', type=click.IntRange(min=1), default=3, show_default=True)
@@ -236,7 +319,12 @@ def make_cli(plugins: List[str] = ()) -> click.Command:
     @o('--depth-resolution-importance', help='Override importance ray samples', type=click.IntRange(min=0), default=None, hidden=True)
     @o('--grid',        help='Image snapshot grid size WxH', type=GridSize(), default=None, hidden=True)
     def main(ctx, **kwargs):
-        opts = dnnlib.EasyDict(kwargs)
+        from training.presets import apply_preset_defaults
+        preset = registry.resolve('preset', kwargs['cfg'])
+        try:
+            opts = apply_preset_defaults(preset, dnnlib.EasyDict(kwargs), kwargs['cfg'])
+        except ValueError as err:
+            raise click.UsageError(str(err))
         if opts.batch % opts.gpus != 0:
             raise click.BadParameter(f'--batch={opts.batch} must be a multiple of --gpus={opts.gpus}', param_hint='--batch')
         batch_gpu = opts.batch_gpu or opts.batch // opts.gpus
@@ -252,16 +340,19 @@ def make_cli(plugins: List[str] = ()) -> click.Command:
             bad = [m for m in opts.metrics if m not in metric_main.list_valid_metrics()]
             if bad:
                 raise click.BadParameter(f'unknown metric(s) {", ".join(bad)}; valid: {", ".join(metric_main.list_valid_metrics())}', param_hint='--metrics')
+        resume = _resume_kind(opts)  # exact resume clears opts.resume: the config must be the original run's
         try:
-            c = registry.resolve('preset', opts.cfg)(opts)
+            c = preset(opts)
         except (IOError, ValueError) as err:
             raise click.ClickException(str(err).strip("'\""))
+        run_dir = _apply_reliability_options(c, opts, resume)
 
         dataset_name = os.path.splitext(os.path.basename(os.path.normpath(opts.data)))[0]
-        desc = f'{opts.cfg:s}-{dataset_name:s}-gpus{c.num_gpus:d}-batch{c.batch_size:d}-gamma{opts.gamma:g}'
+        gamma = c.get('loss_kwargs', {}).get('r1_gamma', opts.gamma) # a preset may derive it (3DGP 'auto')
+        desc = f'{opts.cfg:s}-{dataset_name:s}-gpus{c.num_gpus:d}-batch{c.batch_size:d}-gamma{gamma:g}'
         if opts.desc is not None:
             desc += f'-{opts.desc}'
-        launch_training(c=c, desc=desc, outdir=opts.outdir, dry_run=opts.dry_run)
+        launch_training(c=c, desc=desc, outdir=opts.outdir, dry_run=opts.dry_run, run_dir=run_dir)
 
     for name in registry.names('train_option'):  # plugin options (click.Option objects) arrive in opts
         main.params.append(registry.resolve('train_option', name))

@@ -1,9 +1,9 @@
 """Main training loop (EG3D semantics): phases with lazy regularisation, EMA, ADA, logging, snapshots, metrics."""
 
 import copy
-import json
 import os
 import pickle
+import random
 import time
 from typing import Any, Callable, Optional
 
@@ -18,6 +18,8 @@ from torch_utils import misc
 from torch_utils import training_stats
 from torch_utils.ops import conv2d_gradfix
 from torch_utils.ops import grid_sample_gradfix
+from training import checkpoint
+from training.divergence import DivergenceGuard, TrainingDiverged, rollback_to_checkpoint
 
 #----------------------------------------------------------------------------
 # Image grids.
@@ -133,6 +135,11 @@ def training_loop(
     image_grid_size         = None,     # (gw, gh) of the image snapshot grids. None = fill a 7680x4320 canvas.
     resume_pkl              = None,     # Network pickle to resume training from.
     resume_kimg             = 0,        # First kimg to report when resuming training.
+    resume_state            = None,     # Training checkpoint (checkpoint-*.pt) or run dir to continue exactly; None = fresh.
+    checkpoint_ticks        = None,     # How often to save training-state checkpoints? None = with network snapshots.
+    keep_checkpoints        = 2,        # How many checkpoints to keep (<= 0: all).
+    guard_kwargs            = None,     # training.divergence.DivergenceGuard options. None = no divergence guard.
+    write_safetensors       = False,    # Also write network-snapshot-*.safetensors (weights-only) beside each pickle.
     cudnn_benchmark         = True,     # Enable torch.backends.cudnn.benchmark?
     device                  = None,     # torch.device; None = cuda:<rank> if available, else cpu.
     abort_fn                = None,     # Callback that determines whether to abort training. Must return consistent results across ranks.
@@ -146,6 +153,7 @@ def training_loop(
     on_cuda = device.type == 'cuda'
     np.random.seed(random_seed * num_gpus + rank)
     torch.manual_seed(random_seed * num_gpus + rank)
+    random.seed(random_seed * num_gpus + rank)  # not used by EG3D itself; seeded so that plugins resume exactly too
     torch.backends.cudnn.benchmark = cudnn_benchmark
     torch.backends.cuda.matmul.allow_tf32 = False       # Improves numerical accuracy.
     torch.backends.cudnn.allow_tf32 = False             # Improves numerical accuracy.
@@ -153,17 +161,35 @@ def training_loop(
     conv2d_gradfix.enabled = True                       # Improves training speed (EG3D setting).
     grid_sample_gradfix.enabled = False                 # EG3D keeps it off (double backward not needed through it).
 
+    # Training state to continue from (exact resume); read first because the data sampler needs it.
+    ckpt = None
+    if resume_state is not None:
+        ckpt_path, ckpt = checkpoint.load_for_resume(resume_state, num_gpus=num_gpus, log=print if rank == 0 else None)
+        if rank == 0:
+            print(f'Resuming from "{ckpt_path}" (kimg {ckpt["cur_nimg"] / 1e3:.3f}, tick {ckpt["cur_tick"]})' if ckpt is not None
+                  else f'No training checkpoint in "{resume_state}" yet; starting from scratch in the same run dir')
+    if checkpoint_ticks is None:
+        checkpoint_ticks = network_snapshot_ticks
+
     # Load training set.
     if rank == 0:
         print('Loading training set...')
     training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
     training_set_sampler = misc.InfiniteSampler(dataset=training_set, rank=rank, num_replicas=num_gpus, seed=random_seed)
+    # DataLoader workers pull batches ahead of use, so the checkpointed position comes from a twin sampler that is
+    # advanced only by what the loop actually consumed.
+    consumed_sampler = misc.InfiniteSampler(dataset=training_set, rank=rank, num_replicas=num_gpus, seed=random_seed)
+    if ckpt is not None:
+        for sampler in (training_set_sampler, consumed_sampler):
+            sampler.load_state_dict(checkpoint.sampler_state_from_safe(ckpt['sampler'][rank]))
+    consumed_iter = iter(consumed_sampler)
     loader_kwargs = dict(data_loader_kwargs)
     loader_kwargs['pin_memory'] = bool(loader_kwargs.get('pin_memory', False)) and on_cuda  # pinning needs an accelerator
     if loader_kwargs.get('num_workers', 0) == 0:
         loader_kwargs.pop('prefetch_factor', None)
-    training_set_iterator = iter(torch.utils.data.DataLoader(dataset=training_set, sampler=training_set_sampler,
+    make_iterator = lambda: iter(torch.utils.data.DataLoader(dataset=training_set, sampler=training_set_sampler,
                                                              batch_size=batch_size // num_gpus, **loader_kwargs))
+    training_set_iterator = make_iterator()
     if rank == 0:
         print()
         print('Num images: ', len(training_set))
@@ -180,13 +206,13 @@ def training_loop(
     D = dnnlib.util.construct_class_by_name(**D_kwargs, **common_kwargs).train().requires_grad_(False).to(device)
     G_ema = copy.deepcopy(G).eval()
 
-    # Resume from existing pickle.
-    if (resume_pkl is not None) and (rank == 0):
+    # Resume from existing pickle (EG3D semantics: weights only).
+    if (resume_pkl is not None) and (ckpt is None) and (rank == 0):
         print(f'Resuming from "{resume_pkl}"')
-        with dnnlib.util.open_url(resume_pkl) as f:
-            resume_data = legacy.load_network_pkl(f)
+        resume_data = legacy.load_network(resume_pkl, trusted=True)  # the user named this file on the command line
         for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
-            misc.copy_params_and_buffers(resume_data[name], module, require_all=False)
+            if resume_data.get(name) is not None:
+                misc.copy_params_and_buffers(resume_data[name], module, require_all=False)
 
     # Print network summary tables.
     if rank == 0:
@@ -220,6 +246,7 @@ def training_loop(
         print('Setting up training phases...')
     loss = dnnlib.util.construct_class_by_name(device=device, G=G, D=D, augment_pipe=augment_pipe, **loss_kwargs)
     phases = []
+    optimizers = dict()
     for name, module, opt_kwargs, reg_interval in [('G', G, G_opt_kwargs, G_reg_interval), ('D', D, D_opt_kwargs, D_reg_interval)]:
         opt_kwargs = dnnlib.EasyDict(opt_kwargs)
         if 'betas' in opt_kwargs:
@@ -234,8 +261,20 @@ def training_loop(
             opt = dnnlib.util.construct_class_by_name(module.parameters(), **opt_kwargs)
             phases += [dnnlib.EasyDict(name=name + 'main', module=module, opt=opt, interval=1)]
             phases += [dnnlib.EasyDict(name=name + 'reg', module=module, opt=opt, interval=reg_interval)]
+        optimizers[name] = opt
     for phase in phases:
         phase.elapsed = None
+    base_lrs = {name: [group['lr'] for group in opt.param_groups] for name, opt in optimizers.items()}
+    base_gamma = getattr(loss, 'r1_gamma', None)
+    guard = DivergenceGuard(device=device, num_gpus=num_gpus, **guard_kwargs) if guard_kwargs is not None else None
+    restore_kwargs = dict(rank=rank, G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe, optimizers=optimizers, loss=loss,
+                          ada_stats=ada_stats, samplers=[])
+    if ckpt is not None:
+        checkpoint.restore(ckpt, **restore_kwargs)  # samplers were restored before the DataLoader started
+        if guard is not None and ckpt.get('guard') is not None:
+            guard.load_state_dict(ckpt['guard'])
+    if guard is not None:
+        guard.apply(base_lrs, optimizers, loss, base_gamma)
 
     # Export sample images.
     grid_size = None
@@ -244,7 +283,8 @@ def training_loop(
     if rank == 0:
         print('Exporting sample images...')
         grid_size, images, labels = setup_snapshot_image_grid(training_set=training_set, random_seed=random_seed, grid_size=image_grid_size)
-        save_image_grid(images, os.path.join(run_dir, 'reals.png'), drange=[0, 255], grid_size=grid_size)
+        if ckpt is None or not os.path.isfile(os.path.join(run_dir, 'reals.png')):
+            save_image_grid(images, os.path.join(run_dir, 'reals.png'), drange=[0, 255], grid_size=grid_size)
         grid_z = torch.randn([labels.shape[0], G.z_dim], device=device).split(batch_gpu)
         grid_c = torch.from_numpy(labels).to(device).split(batch_gpu)
 
@@ -252,11 +292,18 @@ def training_loop(
     if rank == 0:
         print('Initializing logs...')
     stats_collector = training_stats.Collector(regex='.*')
+    guard_stats = training_stats.Collector(regex=r'Loss/(G/loss|D/loss|signs/real|signs/fake)') if guard is not None else None
     stats_metrics = dict()
     stats_jsonl = None
     stats_tfevents = None
     if rank == 0:
-        stats_jsonl = open(os.path.join(run_dir, 'stats.jsonl'), 'wt')
+        if resume_state is not None:  # continue the run's logs from the checkpoint: later lines were never "done"
+            checkpoint.cleanup_temp_files(run_dir)
+            checkpoint.truncate_jsonl_files(run_dir, ckpt['jsonl_lines'] if ckpt is not None else {})
+        stats_jsonl = os.path.join(run_dir, 'stats.jsonl')
+        if not os.path.isfile(stats_jsonl):
+            with dnnlib.util.atomic_write(stats_jsonl, 'wb'):
+                pass
         try:
             import torch.utils.tensorboard as tensorboard
             stats_tfevents = tensorboard.SummaryWriter(run_dir)
@@ -269,10 +316,20 @@ def training_loop(
         print()
     cur_nimg = resume_kimg * 1000
     cur_tick = 0
+    batch_idx = 0
+    if ckpt is not None:
+        cur_nimg, cur_tick, batch_idx = ckpt['cur_nimg'], ckpt['cur_tick'], ckpt['batch_idx']
+        checkpoint.restore_rng(ckpt['rng'][rank], device)  # last: setup above consumed random numbers
+        if cur_nimg >= total_kimg * 1000:
+            if rank == 0:
+                print(f'Training already reached {total_kimg} kimg; nothing to do (raise --kimg to continue).')
+                if stats_tfevents is not None:
+                    stats_tfevents.close()
+            return
+        del ckpt  # conserve memory
     tick_start_nimg = cur_nimg
     tick_start_time = time.time()
     maintenance_time = tick_start_time - start_time
-    batch_idx = 0
     if progress_fn is not None:
         progress_fn(0, total_kimg)
     while True:
@@ -280,6 +337,8 @@ def training_loop(
         # Fetch training data.
         with torch.autograd.profiler.record_function('data_fetch'):
             phase_real_img, phase_real_c, phase_extras = _split_batch(next(training_set_iterator), device, batch_gpu)
+            for _ in range(batch_size // num_gpus):
+                next(consumed_iter)
             all_gen_z = torch.randn([len(phases) * batch_size, G.z_dim], device=device)
             all_gen_z = [phase_gen_z.split(batch_gpu) for phase_gen_z in all_gen_z.split(batch_size)]
             all_gen_c = [training_set.get_label(np.random.randint(len(training_set))) for _ in range(len(phases) * batch_size)]
@@ -310,6 +369,8 @@ def training_loop(
                     if num_gpus > 1:
                         torch.distributed.all_reduce(flat)
                         flat /= num_gpus
+                    if guard is not None:
+                        guard.observe_grads(flat)
                     torch.nan_to_num(flat, nan=0, posinf=1e5, neginf=-1e5, out=flat)
                     grads = flat.split([param.numel() for param in params])
                     for param, grad in zip(params, grads):
@@ -370,6 +431,32 @@ def training_loop(
         if rank == 0:
             print(' '.join(fields))
 
+        # Divergence guard: roll back to the last good checkpoint instead of snapshotting a broken state.
+        if guard is not None:
+            guard_stats.update()
+            verdict = guard.check(cur_tick, {n: (guard_stats.num(n), guard_stats.mean(n)) for n in guard_stats.names()}, [G, D, G_ema])
+            if verdict is not None:
+                try:
+                    cur_nimg, cur_tick, batch_idx = rollback_to_checkpoint(verdict, cur_nimg=cur_nimg, cur_tick=cur_tick, guard=guard,
+                        run_dir=run_dir, rank=rank, num_gpus=num_gpus, device=device, random_seed=random_seed,
+                        restore_kwargs=restore_kwargs, samplers=[training_set_sampler, consumed_sampler],
+                        base_lrs=base_lrs, base_gamma=base_gamma, stats_jsonl=stats_jsonl,
+                        collectors=[stats_collector, guard_stats, ada_stats])
+                except TrainingDiverged:
+                    if stats_tfevents is not None:
+                        stats_tfevents.close()
+                    raise
+                del training_set_iterator  # stops its workers; the restored sampler needs a new one
+                training_set_iterator = make_iterator()
+                consumed_iter = iter(consumed_sampler)
+                stats_collector.update()  # the failed tick's statistics must not leak into the next stats line
+                for phase in phases:
+                    phase.elapsed = None
+                tick_start_nimg = cur_nimg
+                tick_start_time = time.time()
+                maintenance_time = tick_start_time - tick_end_time
+                continue
+
         # Check for abort.
         if (not done) and (abort_fn is not None) and abort_fn():
             done = True
@@ -408,6 +495,9 @@ def training_loop(
             if rank == 0:
                 with dnnlib.util.atomic_write(snapshot_pkl, 'wb') as f:
                     pickle.dump(snapshot_data, f)
+                    checkpoint.test_write_hook(snapshot_pkl)
+                if write_safetensors:
+                    legacy.save_safetensors(snapshot_data, snapshot_pkl[:-len('.pkl')] + '.safetensors')
 
         # Evaluate metrics.
         if (snapshot_data is not None) and (len(metrics) > 0):
@@ -434,9 +524,7 @@ def training_loop(
         # Update logs.
         timestamp = time.time()
         if stats_jsonl is not None:
-            fields = dict(stats_dict, timestamp=timestamp)
-            stats_jsonl.write(json.dumps(fields) + '\n')
-            stats_jsonl.flush()
+            checkpoint.append_jsonl(stats_jsonl, dict(stats_dict, timestamp=timestamp))
         if stats_tfevents is not None:
             global_step = int(cur_nimg / 1e3)
             walltime = timestamp - start_time
@@ -449,16 +537,28 @@ def training_loop(
             progress_fn(cur_nimg // 1000, total_kimg)
 
         # Update state.
+        save_checkpoint = (checkpoint_ticks is not None) and (done or cur_tick % checkpoint_ticks == 0)
         cur_tick += 1
         tick_start_nimg = cur_nimg
+
+        # Save the training state last, so that it includes all random numbers drawn during maintenance.
+        if save_checkpoint:
+            state = checkpoint.capture(cur_nimg=cur_nimg, cur_tick=cur_tick, batch_idx=batch_idx, num_gpus=num_gpus,
+                                       rank=rank, device=device, G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe,
+                                       optimizers=optimizers, loss=loss, ada_stats=ada_stats, guard=guard,
+                                       sampler=consumed_sampler, run_dir=run_dir)
+            if rank == 0:
+                checkpoint.save(state, os.path.join(run_dir, checkpoint.checkpoint_name(cur_nimg, cur_tick)))
+                checkpoint.prune(run_dir, keep_checkpoints)
+            del state
+            if guard is not None:
+                guard.passed(cur_tick)
         tick_start_time = time.time()
         maintenance_time = tick_start_time - tick_end_time
         if done:
             break
 
     # Done.
-    if stats_jsonl is not None:
-        stats_jsonl.close()
     if stats_tfevents is not None:
         stats_tfevents.close()
     if rank == 0:
