@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 import dnnlib
+from dnnlib import registry
 from torch_utils import misc
 
 #----------------------------------------------------------------------------
@@ -76,6 +77,7 @@ class MissingModuleError(ImportError):
 def load_network_pkl(f, force_fp16: bool = False) -> dict:
     """Returns dict(G, D, G_ema, training_set_kwargs, augment_pipe, ...) from any supported network pickle."""
     src = getattr(f, 'name', '<stream>')
+    registry.load_plugins() # plugins register module aliases for their own pickle formats (e.g. 3DGP's `src.*`)
     try:
         data = _LegacyUnpickler(f).load()
     except MissingModuleError as err:
@@ -312,7 +314,6 @@ def _module_source(mod) -> str:
         return ''
 
 def _registered_networks() -> set:
-    from dnnlib import registry
     out = set()
     for name in registry.names('network'):
         target = registry.get('network', name)

@@ -41,6 +41,9 @@ def subprocess_fn(rank: int, c: dnnlib.EasyDict, temp_dir: Optional[str], local_
     device = torch.device('cuda', local_rank) if use_cuda else torch.device('cpu')
     if use_cuda:
         torch.cuda.set_device(device)
+    elif os.environ.get('EG3D_MALLOC_TUNE', '1') != '0':
+        from torch_utils.ops import host_malloc
+        host_malloc.tune() # CPU steps re-fault large activations otherwise (docs/performance.md); opt out: EG3D_MALLOC_TUNE=0
 
     # Init torch.distributed (spawned ranks use a file:// rendezvous; torchrun ranks are already initialised).
     if c.num_gpus > 1 and not torch.distributed.is_initialized():
