@@ -97,14 +97,7 @@ def generate_images(network_pkl: str, seeds: List[int], truncation_psi: float, t
     python gen_samples.py --network=3dgp.pkl --seeds=0-7 --class=207 --camera=learned --outdir=out
     """
     level = parse_level(shape_level)
-    dev = torch.device('cuda' if device == 'cuda' or (device == 'auto' and torch.cuda.is_available()) else 'cpu')
-    print(f'Loading networks from "{network_pkl}"...')
-    try:
-        G = gen_utils.load_generator(network_pkl, dev)
-    except (IOError, OSError, ValueError) as err:
-        raise click.ClickException(f'Cannot load --network {network_pkl}: {err}')
-    if not gen_utils.is_3d(G):
-        raise click.ClickException(f'{type(G).__name__} is not a 3D generator (EG3D or 3DGP)')
+    G, dev = gen_utils.cli_load_3d_generator(network_pkl, device)
     os.makedirs(outdir, exist_ok=True)
 
     for seed_idx, seed in enumerate(seeds):

@@ -64,6 +64,20 @@ def load_generator(network_pkl: str, device: Union[str, torch.device] = 'cpu') -
         raise ValueError(f'{network_pkl}: the pickle holds no G_ema network')
     return G.eval().requires_grad_(False).to(device)
 
+def cli_load_3d_generator(network_pkl: str, device: str = 'auto') -> Tuple[torch.nn.Module, torch.device]:
+    """The CLIs' --network/--device handling: resolve 'auto'|'cuda'|'cpu', load G_ema, insist on a 3D generator.
+    Problems become click.ClickException so that the tools print one clear line."""
+    import click # lazily, like legacy: only the CLIs need it
+    dev = torch.device('cuda' if device == 'cuda' or (device == 'auto' and torch.cuda.is_available()) else 'cpu')
+    print(f'Loading networks from "{network_pkl}"...')
+    try:
+        G = load_generator(network_pkl, dev)
+    except (IOError, OSError, ValueError) as err:
+        raise click.ClickException(f'Cannot load --network {network_pkl}: {err}')
+    if not is_3d(G):
+        raise click.ClickException(f'{type(G).__name__} is not a 3D generator (EG3D or 3DGP)')
+    return G, dev
+
 def learns_camera(G: torch.nn.Module) -> bool:
     """True for 3DGP-style generators that sample (and learn) their own cameras."""
     return bool(getattr(G, 'learns_camera', False))

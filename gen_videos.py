@@ -111,14 +111,7 @@ def generate_videos(network_pkl, seeds, grid, num_frames, kind, yaw_range, pitch
     grid_w, grid_h = grid
     if len(seeds) % (grid_w * grid_h) != 0:
         raise click.ClickException(f'--seeds: {len(seeds)} seeds do not fill whole {grid_w}x{grid_h} grids')
-    dev = torch.device('cuda' if device == 'cuda' or (device == 'auto' and torch.cuda.is_available()) else 'cpu')
-    print(f'Loading networks from "{network_pkl}"...')
-    try:
-        G = gen_utils.load_generator(network_pkl, dev)
-    except (IOError, OSError, ValueError) as err:
-        raise click.ClickException(f'Cannot load --network {network_pkl}: {err}')
-    if not gen_utils.is_3d(G):
-        raise click.ClickException(f'{type(G).__name__} is not a 3D generator (EG3D or 3DGP)')
+    G, dev = gen_utils.cli_load_3d_generator(network_pkl, device)
     if class_idx is not None and not gen_utils.learns_camera(G):
         raise click.ClickException('--class is only for class-conditional 3DGP generators')
     try:

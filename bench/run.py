@@ -115,6 +115,7 @@ def _build_3dgp(device, torch, batch, big=False):
     return G, loss, phases, extras, real_c, (lambda b, rnd: real_c)
 
 def _time_phases(torch, loss, phases, real_img, real_c, make_c, extras, batch, z_dim, device, iters, warmup):
+    from step_time import timed_phase # bench/ is on sys.path in the worker (see run_worker)
     rnd = np.random.RandomState(0)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == 'cuda' else (lambda: None)
     rows = []
@@ -123,19 +124,7 @@ def _time_phases(torch, loss, phases, real_img, real_c, make_c, extras, batch, z
         for name, module, opt, interval in phases:
             gen_z = torch.randn([batch, z_dim], device=device)
             gen_c = make_c(batch, rnd).to(device)
-            sync()
-            t0, c0 = time.perf_counter(), time.process_time()
-            opt.zero_grad(set_to_none=True)
-            module.requires_grad_(True)
-            loss.accumulate_gradients(phase=name, real_img=real_img, real_c=real_c, gen_z=gen_z, gen_c=gen_c,
-                                      gain=interval, cur_nimg=0, **extras)
-            module.requires_grad_(False)
-            for p in module.parameters():
-                if p.grad is not None:
-                    torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
-            opt.step()
-            sync()
-            row[name] = (time.perf_counter() - t0, time.process_time() - c0)
+            row[name] = timed_phase(torch, loss, name, module, opt, interval, real_img, real_c, gen_z, gen_c, sync, extras)
         if it >= warmup:
             rows.append(row)
     med = lambda k, i: float(np.median([r[k][i] for r in rows]))

@@ -64,25 +64,28 @@ def build(device, torch, dnnlib):
         phases += [(name + 'main', module, opt, 1), (name + 'reg', module, opt, interval)]
     return G, D, loss, phases
 
+def timed_phase(torch, loss, name, module, opt, interval, real_img, real_c, gen_z, gen_c, sync, extras={}):
+    """One training-loop phase (zero_grad, accumulate_gradients, grad nan_to_num, Adam step): (wall s, CPU s)."""
+    sync()
+    t0, c0 = time.perf_counter(), time.process_time()
+    opt.zero_grad(set_to_none=True)
+    module.requires_grad_(True)
+    loss.accumulate_gradients(phase=name, real_img=real_img, real_c=real_c, gen_z=gen_z, gen_c=gen_c,
+                              gain=interval, cur_nimg=0, **extras)
+    module.requires_grad_(False)
+    for p in module.parameters():
+        if p.grad is not None:
+            torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+    opt.step()
+    sync()
+    return time.perf_counter() - t0, time.process_time() - c0  # CPU: all threads; less sensitive than wall time to a shared machine
+
 def run_iteration(torch, loss, phases, real_img, real_c, batch, z_dim, rnd, device, sync):
     times, cpu = {}, {}
     for name, module, opt, interval in phases:
         gen_z = torch.randn([batch, z_dim], device=device)
         gen_c = torch.from_numpy(frontal_cameras(batch, rnd)).to(device)
-        sync()
-        t0, c0 = time.perf_counter(), time.process_time()
-        opt.zero_grad(set_to_none=True)
-        module.requires_grad_(True)
-        loss.accumulate_gradients(phase=name, real_img=real_img, real_c=real_c, gen_z=gen_z, gen_c=gen_c,
-                                  gain=interval, cur_nimg=0)
-        module.requires_grad_(False)
-        for p in module.parameters():
-            if p.grad is not None:
-                torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
-        opt.step()
-        sync()
-        times[name] = time.perf_counter() - t0
-        cpu[name] = time.process_time() - c0  # all threads; less sensitive than wall time to a shared machine
+        times[name], cpu[name] = timed_phase(torch, loss, name, module, opt, interval, real_img, real_c, gen_z, gen_c, sync)
     return times, cpu
 
 #----------------------------------------------------------------------------

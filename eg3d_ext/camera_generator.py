@@ -1,9 +1,7 @@
 """3DGP camera generator: maps prior camera samples (and z, class) to a learned posterior inside the prior's box."""
 
-import math
 from typing import Dict, Optional, Tuple
 
-import numpy as np
 import torch
 from torch_utils import misc
 from torch_utils import persistence

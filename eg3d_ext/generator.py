@@ -4,7 +4,6 @@ learned camera distribution and depth adaptor; EG3D-compatible forward/mapping/s
 import math
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import dnnlib

@@ -4,7 +4,6 @@ knowledge distillation into the discriminator (spec 3dgp-reference 2.5, 4.5, 5).
 import math
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import dnnlib
@@ -29,7 +28,6 @@ def sample_patch_params(batch_size: int, beta: float, min_scale: float, max_scal
 
 def extract_patches(img: torch.Tensor, patch_params: torch.Tensor, resolution: int) -> torch.Tensor:
     """Bilinear crop of the window [o, o+s] (y offset from the bottom) at resolution^2, same grid as G's rays."""
-    N = img.shape[0]
     lin = torch.linspace(-1, 1, resolution, device=img.device, dtype=img.dtype)
     v, u = torch.meshgrid(-lin, lin, indexing='ij') # v = +1 on the top row
     s, ox, oy = [patch_params[:, i, None, None].to(img.dtype) for i in range(3)]

@@ -1,7 +1,6 @@
 """3DGP training presets (`--cfg=3dgp`, per-dataset variants, `eg3d-wide`): opts -> c, values from the 3DGP spec."""
 
 import copy
-import math
 from typing import Any
 
 import numpy as np

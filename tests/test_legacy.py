@@ -16,7 +16,7 @@ import dnnlib
 import legacy
 from torch_utils import persistence
 from training.augment import AugmentPipe
-from training.training_loop import _snapshot_module
+from training.snapshots import snapshot_module as _snapshot_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRONTAL = [1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1, 4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1]

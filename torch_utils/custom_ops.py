@@ -18,6 +18,8 @@ import site
 import subprocess
 import sys
 import sysconfig
+import traceback
+import warnings
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -288,6 +290,20 @@ def get_plugin(module_name: str, sources: Sequence[str], headers: Optional[Seque
         print('Done.')
     _cached_plugins[module_name] = module
     return module
+
+def get_plugin_or_warn(op_name: str, plugin_kwargs: Dict[str, Any]) -> Any:
+    """get_plugin(**plugin_kwargs), or None after warning (with the traceback) that `op_name` falls back to its
+    slow reference implementation. The ops call this once per process and remember a failure."""
+    try:
+        return get_plugin(**plugin_kwargs)
+    except Exception: # any build/import problem -> reference fallback
+        warnings.warn(f'Failed to build CUDA kernels for {op_name}; falling back to the slow reference '
+                      'implementation. Details:\n\n' + traceback.format_exc(), stacklevel=3)
+        return None
+
+def ref_forced() -> bool:
+    """True when the environment variable EG3D_OPS_IMPL=ref forces every op onto its reference implementation."""
+    return os.environ.get('EG3D_OPS_IMPL', '').lower() == 'ref'
 
 def build_only(module_name: str, sources: Sequence[str], headers: Optional[Sequence[str]] = None,
                source_dir: Optional[str] = None, timeout: Optional[float] = None, **build_kwargs) -> str:

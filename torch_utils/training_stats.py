@@ -110,6 +110,25 @@ class Collector:
             if float(delta[0]) != 0:
                 self._moments[name] = delta
 
+    def reset(self) -> None:
+        """Zero what this collector has seen, to follow training_stats.reset() (the next update() counts from zero)."""
+        for cum in self._cumulative.values():
+            cum.zero_()
+
+    def pending(self, name: str) -> Optional[torch.Tensor]:
+        """Moments of `name` already gathered (by any collector's update()) but not yet read by this collector;
+        None if `name` was never gathered. Used to checkpoint ADA's partial interval."""
+        total = _cumulative.get(name)
+        if total is None:
+            return None
+        seen = self._cumulative.get(name)
+        return (total - seen if seen is not None else total).clone()
+
+    def set_pending(self, name: str, pending: torch.Tensor) -> None:
+        """Make the next update() read `pending` (from pending()) plus whatever is reported from now on."""
+        total = _cumulative.get(name, torch.zeros_like(pending))
+        self._cumulative[name] = total - pending
+
     def _get_delta(self, name: str) -> torch.Tensor:
         assert self._regex.fullmatch(name), f'{name!r} does not match the collector regex'
         if name not in self._moments:
@@ -181,11 +200,17 @@ def _sync(names: List[str]) -> List[Tuple[str, torch.Tensor]]:
 
 #----------------------------------------------------------------------------
 
-def reset_for_tests() -> None:
-    """Clear all global state (used by tests to isolate runs within one process)."""
+def reset(process: bool = False) -> None:
+    """Zero the cumulative moments of every statistic, keeping the names and the process setup (divergence rollback:
+    one NaN report would otherwise make every later delta NaN; call Collector.reset() on live collectors as well).
+    With process=True, forget everything instead, as in a fresh process: names, unread per-device counters and the
+    init_multiprocessing() setup (tests that simulate several runs in one process)."""
     global _rank, _sync_device, _sync_called
-    _rank, _sync_device, _sync_called = 0, None, False
-    _counters.clear()
-    _cumulative.clear()
+    for cum in _cumulative.values():
+        cum.zero_()
+    if process:
+        _rank, _sync_device, _sync_called = 0, None, False
+        _counters.clear()
+        _cumulative.clear()
 
 #----------------------------------------------------------------------------

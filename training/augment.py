@@ -6,7 +6,6 @@ import math
 import numpy as np
 import torch
 from torch_utils import persistence
-from torch_utils import misc
 from torch_utils.ops import upfirdn2d
 from torch_utils.ops import grid_sample_gradfix
 from torch_utils.ops import conv2d_gradfix

@@ -120,23 +120,12 @@ def restore_loss(loss: Any, state: dict) -> None:
 
 def _ada_pending(ada_stats: Any) -> Optional[torch.Tensor]:
     """ADA moments reported since ADA's last adjustment (valid right after a full stats update, as at tick ends)."""
-    from torch_utils import training_stats
-    if ada_stats is None:
-        return None
-    name = 'Loss/signs/real'
-    total = training_stats._cumulative.get(name)
-    seen = ada_stats._cumulative.get(name)
-    if total is None:
-        return None
-    return (total - seen if seen is not None else total).clone()
+    return ada_stats.pending('Loss/signs/real') if ada_stats is not None else None
 
 def _restore_ada_pending(ada_stats: Any, pending: Optional[torch.Tensor]) -> None:
-    from torch_utils import training_stats
     if ada_stats is None or pending is None:
         return
-    name = 'Loss/signs/real'
-    total = training_stats._cumulative.get(name, torch.zeros_like(pending))
-    ada_stats._cumulative[name] = total - pending  # next update() sees pending + whatever is reported from now on
+    ada_stats.set_pending('Loss/signs/real', pending)  # next update() sees pending + whatever is reported from now on
 
 def count_jsonl_lines(run_dir: str) -> Dict[str, int]:
     counts = {}

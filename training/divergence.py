@@ -150,12 +150,10 @@ class DivergenceGuard:
 def _reset_training_stats(collectors: list) -> None:
     """Zero the cumulative training_stats counters: one NaN report would otherwise make every later delta NaN."""
     from torch_utils import training_stats
-    for cum in training_stats._cumulative.values():
-        cum.zero_()
+    training_stats.reset()
     for collector in collectors:
         if collector is not None:
-            for cum in collector._cumulative.values():
-                cum.zero_()
+            collector.reset()
 
 def rollback_to_checkpoint(verdict, *, cur_nimg, cur_tick, guard, run_dir, rank, num_gpus, device, random_seed, restore_kwargs,
               samplers, base_lrs, base_gamma, stats_jsonl, collectors):

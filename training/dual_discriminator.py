@@ -37,6 +37,7 @@ def filtered_resizing(image_orig_tensor, size, f, filter_mode='antialiased'):
     raise ValueError(f'filtered_resizing: unknown filter_mode {filter_mode!r}')
 
 #----------------------------------------------------------------------------
+# Forced duplicate of networks_stylegan2.Discriminator.__init__: a pickled module may not import helpers EG3D lacks.
 
 def _build_trunk(D, c_dim, img_resolution, img_channels, architecture, channel_base, channel_max, num_fp16_res,
         conv_clamp, cmap_dim, block_kwargs, mapping_kwargs, epilogue_kwargs):

@@ -51,6 +51,7 @@ def modulated_conv2d(
     return x.reshape(batch_size, -1, *x.shape[2:])
 
 #----------------------------------------------------------------------------
+# Forced duplicate of networks_stylegan2.FullyConnectedLayer (plus weight_init): SG3 pickles name this class here.
 
 @persistence.persistent_class
 class FullyConnectedLayer(torch.nn.Module):

@@ -6,7 +6,7 @@ from torch_utils import misc
 from torch_utils import persistence
 from torch_utils.ops import upfirdn2d
 from training.networks_stylegan2 import Conv2dLayer, SynthesisLayer, ToRGBLayer, SynthesisBlock
-from training.networks_stylegan3 import SynthesisLayer as AFSynthesisLayer # EG3D imports it too (pickled sources)
+from training.networks_stylegan3 import SynthesisLayer as AFSynthesisLayer  # noqa: F401 -- EG3D imports it too (pickled sources)
 
 # Pickles embed and re-execute this source (official EG3D included): import only names EG3D provides.
 # Channel counts and w_dim=512 are fixed, as in EG3D, so that state dicts match the official checkpoints.
@@ -125,6 +125,7 @@ class SuperresolutionHybridDeepfp32(torch.nn.Module):
 # A SynthesisBlock whose conv0 and skip image do not upsample. Its ToRGB residual is added IN PLACE to the `img` it
 # receives; when that is TriPlaneGenerator's image_raw view, image_raw changes too (EG3D behaviour, kept for compat;
 # a side effect is that fp32 backward through this path fails with autograd's in-place error, as in EG3D).
+# Forced duplicate of networks_stylegan2.SynthesisBlock (minus upsampling): EG3D pickles name this class here.
 
 @persistence.persistent_class
 class SynthesisBlockNoUp(torch.nn.Module):

@@ -2,14 +2,10 @@
 
 import copy
 import os
-import pickle
 import random
 import time
-from typing import Any, Callable, Optional
 
 import numpy as np
-import PIL.Image
-import psutil
 import torch
 
 import dnnlib
@@ -19,57 +15,11 @@ from torch_utils import training_stats
 from torch_utils.ops import conv2d_gradfix
 from torch_utils.ops import grid_sample_gradfix
 from training import checkpoint
+from training import snapshots
+from training import stats_log
+from training.phases import run_phase, setup_phases
+from training.snapshots import save_image_grid, setup_snapshot_image_grid  # noqa: F401 -- also EG3D training_loop names
 from training.divergence import DivergenceGuard, TrainingDiverged, rollback_to_checkpoint
-
-#----------------------------------------------------------------------------
-# Image grids.
-
-def setup_snapshot_image_grid(training_set, random_seed: int = 0, grid_size: Optional[tuple] = None):
-    """Pick grid cells from the training set: random for unlabeled data, else one label group per row."""
-    rnd = np.random.RandomState(random_seed)
-    if grid_size is None:
-        gw = np.clip(7680 // training_set.image_shape[2], 7, 32)
-        gh = np.clip(4320 // training_set.image_shape[1], 4, 32)
-    else:
-        gw, gh = grid_size
-    gw, gh = int(gw), int(gh)
-
-    if not training_set.has_labels:
-        all_indices = list(range(len(training_set)))
-        rnd.shuffle(all_indices)
-        grid_indices = [all_indices[i % len(all_indices)] for i in range(gw * gh)]
-    else:
-        groups = {}  # label -> [idx, ...]
-        for idx in range(len(training_set)):
-            groups.setdefault(tuple(training_set.get_details(idx).raw_label.flat[::-1]), []).append(idx)
-        order = list(groups.keys())
-        rnd.shuffle(order)
-        for label in order:
-            rnd.shuffle(groups[label])
-        grid_indices = []
-        for y in range(gh):
-            label = order[y % len(order)]
-            indices = groups[label]
-            grid_indices += [indices[x % len(indices)] for x in range(gw)]
-            groups[label] = indices[gw % len(indices):] + indices[:gw % len(indices)]  # rotate for the next use
-
-    items = [training_set[i] for i in grid_indices]
-    images = np.stack([item[0] for item in items])
-    labels = np.stack([item[1] for item in items])
-    return (gw, gh), images, labels
-
-def save_image_grid(img: np.ndarray, fname: str, drange, grid_size) -> None:
-    lo, hi = drange
-    img = np.asarray(img, dtype=np.float32)
-    img = (img - lo) * (255 / max(hi - lo, 1e-8))
-    img = np.rint(img).clip(0, 255).astype(np.uint8)
-    gw, gh = grid_size
-    _N, C, H, W = img.shape
-    img = img.reshape(gh, gw, C, H, W).transpose(0, 3, 1, 4, 2).reshape(gh * H, gw * W, C)
-    if C not in (1, 3):
-        img = img[:, :, :3] if C > 3 else img[:, :, :1]
-    with dnnlib.util.atomic_write(fname, 'wb') as f:
-        PIL.Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img, 'L' if img.shape[2] == 1 else 'RGB').save(f, format='png')
 
 #----------------------------------------------------------------------------
 
@@ -84,16 +34,6 @@ def _split_batch(batch, device, batch_gpu):
         for chunk, part in zip(chunks, torch.as_tensor(v).to(device).split(batch_gpu)):
             chunk[k] = part
     return img, c, chunks
-
-def _snapshot_module(module: torch.nn.Module) -> torch.nn.Module:
-    module = copy.deepcopy(module).eval().requires_grad_(False).cpu()
-    # .cpu() moves parameters and buffers only; plain tensor attributes (e.g. the renderer's plane_axes) would
-    # keep a CUDA location in the pickle and fail to load on CPU-only machines.
-    for m in module.modules():
-        for k, v in list(vars(m).items()):
-            if isinstance(v, torch.Tensor) and not k.startswith('_') and v.device.type != 'cpu':
-                setattr(m, k, v.cpu())
-    return module
 
 def _sync_copy_attrs(G, G_ema):
     """State that lives outside parameters/buffers but must follow G (EG3D: neural rendering resolution, rendering kwargs)."""
@@ -245,25 +185,7 @@ def training_loop(
     if rank == 0:
         print('Setting up training phases...')
     loss = dnnlib.util.construct_class_by_name(device=device, G=G, D=D, augment_pipe=augment_pipe, **loss_kwargs)
-    phases = []
-    optimizers = dict()
-    for name, module, opt_kwargs, reg_interval in [('G', G, G_opt_kwargs, G_reg_interval), ('D', D, D_opt_kwargs, D_reg_interval)]:
-        opt_kwargs = dnnlib.EasyDict(opt_kwargs)
-        if 'betas' in opt_kwargs:
-            opt_kwargs.betas = [float(b) for b in opt_kwargs.betas]  # torch 2.x Adam rejects mixed int/float betas
-        if reg_interval is None:
-            opt = dnnlib.util.construct_class_by_name(params=module.parameters(), **opt_kwargs)
-            phases += [dnnlib.EasyDict(name=name + 'both', module=module, opt=opt, interval=1)]
-        else:  # Lazy regularization: scale lr and betas so that the main+reg pair acts like one optimizer.
-            mb_ratio = reg_interval / (reg_interval + 1)
-            opt_kwargs.lr = opt_kwargs.lr * mb_ratio
-            opt_kwargs.betas = [beta ** mb_ratio for beta in opt_kwargs.betas]
-            opt = dnnlib.util.construct_class_by_name(module.parameters(), **opt_kwargs)
-            phases += [dnnlib.EasyDict(name=name + 'main', module=module, opt=opt, interval=1)]
-            phases += [dnnlib.EasyDict(name=name + 'reg', module=module, opt=opt, interval=reg_interval)]
-        optimizers[name] = opt
-    for phase in phases:
-        phase.elapsed = None
+    phases, optimizers = setup_phases([('G', G, G_opt_kwargs, G_reg_interval), ('D', D, D_opt_kwargs, D_reg_interval)])
     base_lrs = {name: [group['lr'] for group in opt.param_groups] for name, opt in optimizers.items()}
     base_gamma = getattr(loss, 'r1_gamma', None)
     guard = DivergenceGuard(device=device, num_gpus=num_gpus, **guard_kwargs) if guard_kwargs is not None else None
@@ -294,21 +216,9 @@ def training_loop(
     stats_collector = training_stats.Collector(regex='.*')
     guard_stats = training_stats.Collector(regex=r'Loss/(G/loss|D/loss|signs/real|signs/fake)') if guard is not None else None
     stats_metrics = dict()
-    stats_jsonl = None
-    stats_tfevents = None
+    stats_jsonl, stats_tfevents = None, None
     if rank == 0:
-        if resume_state is not None:  # continue the run's logs from the checkpoint: later lines were never "done"
-            checkpoint.cleanup_temp_files(run_dir)
-            checkpoint.truncate_jsonl_files(run_dir, ckpt['jsonl_lines'] if ckpt is not None else {})
-        stats_jsonl = os.path.join(run_dir, 'stats.jsonl')
-        if not os.path.isfile(stats_jsonl):
-            with dnnlib.util.atomic_write(stats_jsonl, 'wb'):
-                pass
-        try:
-            import torch.utils.tensorboard as tensorboard
-            stats_tfevents = tensorboard.SummaryWriter(run_dir)
-        except ImportError as err:
-            print('Skipping tfevents export:', err)
+        stats_jsonl, stats_tfevents = stats_log.open_logs(run_dir, resume_state, ckpt)
 
     # Train.
     if rank == 0:
@@ -353,29 +263,8 @@ def training_loop(
                 torch.cuda.synchronize(device)
             t0 = time.perf_counter()
 
-            # Accumulate gradients.
-            phase.opt.zero_grad(set_to_none=True)
-            phase.module.requires_grad_(True)
-            for real_img, real_c, extras, gen_z, gen_c in zip(phase_real_img, phase_real_c, phase_extras, phase_gen_z, phase_gen_c):
-                loss.accumulate_gradients(phase=phase.name, real_img=real_img, real_c=real_c, gen_z=gen_z, gen_c=gen_c,
-                                          gain=phase.interval, cur_nimg=cur_nimg, **extras)
-            phase.module.requires_grad_(False)
-
-            # Update weights: average gradients over ranks in one flat all-reduce; NaN/Inf would poison Adam.
-            with torch.autograd.profiler.record_function(phase.name + '_opt'):
-                params = [param for param in phase.module.parameters() if param.numel() > 0 and param.grad is not None]
-                if len(params) > 0:
-                    flat = torch.cat([param.grad.flatten() for param in params])
-                    if num_gpus > 1:
-                        torch.distributed.all_reduce(flat)
-                        flat /= num_gpus
-                    if guard is not None:
-                        guard.observe_grads(flat)
-                    torch.nan_to_num(flat, nan=0, posinf=1e5, neginf=-1e5, out=flat)
-                    grads = flat.split([param.numel() for param in params])
-                    for param, grad in zip(params, grads):
-                        param.grad = grad.reshape(param.shape)
-                phase.opt.step()
+            run_phase(phase, loss, zip(phase_real_img, phase_real_c, phase_extras, phase_gen_z, phase_gen_c), cur_nimg=cur_nimg,
+                      num_gpus=num_gpus, guard=guard)
 
             if on_cuda:
                 torch.cuda.synchronize(device)
@@ -410,26 +299,11 @@ def training_loop(
 
         # Print status line, accumulating the same information in training_stats.
         tick_end_time = time.time()
-        cpu_gb = psutil.Process(os.getpid()).memory_info().rss / 2**30
-        gpu_gb = torch.cuda.max_memory_allocated(device) / 2**30 if on_cuda else 0.0
-        reserved_gb = torch.cuda.max_memory_reserved(device) / 2**30 if on_cuda else 0.0
-        if on_cuda:
-            torch.cuda.reset_peak_memory_stats(device)
-        fields = []
-        fields += [f"tick {training_stats.report0('Progress/tick', cur_tick):<5d}"]
-        fields += [f"kimg {training_stats.report0('Progress/kimg', cur_nimg / 1e3):<8.1f}"]
-        fields += [f"time {dnnlib.util.format_time(training_stats.report0('Timing/total_sec', tick_end_time - start_time)):<12s}"]
-        fields += [f"sec/tick {training_stats.report0('Timing/sec_per_tick', tick_end_time - tick_start_time):<7.1f}"]
-        fields += [f"sec/kimg {training_stats.report0('Timing/sec_per_kimg', (tick_end_time - tick_start_time) / max(cur_nimg - tick_start_nimg, 1) * 1e3):<7.2f}"]
-        fields += [f"maintenance {training_stats.report0('Timing/maintenance_sec', maintenance_time):<6.1f}"]
-        fields += [f"cpumem {training_stats.report0('Resources/cpu_mem_gb', cpu_gb):<6.2f}"]
-        fields += [f"gpumem {training_stats.report0('Resources/peak_gpu_mem_gb', gpu_gb):<6.2f}"]
-        fields += [f"reserved {training_stats.report0('Resources/peak_gpu_mem_reserved_gb', reserved_gb):<6.2f}"]
-        fields += [f"augment {training_stats.report0('Progress/augment', float(augment_pipe.p.cpu()) if augment_pipe is not None else 0):.3f}"]
-        training_stats.report0('Timing/total_hours', (tick_end_time - start_time) / (60 * 60))
-        training_stats.report0('Timing/total_days', (tick_end_time - start_time) / (24 * 60 * 60))
+        status = stats_log.report_status(cur_tick=cur_tick, cur_nimg=cur_nimg, start_time=start_time,
+            tick_start_time=tick_start_time, tick_end_time=tick_end_time, tick_start_nimg=tick_start_nimg,
+            maintenance_time=maintenance_time, device=device, augment_pipe=augment_pipe)
         if rank == 0:
-            print(' '.join(fields))
+            print(status)
 
         # Divergence guard: roll back to the last good checkpoint instead of snapshotting a broken state.
         if guard is not None:
@@ -466,38 +340,15 @@ def training_loop(
 
         # Save image snapshot.
         if (rank == 0) and (image_snapshot_ticks is not None) and (done or cur_tick % image_snapshot_ticks == 0):
-            with torch.no_grad():
-                out = [G_ema(z=z, c=c, noise_mode='const') for z, c in zip(grid_z, grid_c)]
-            tag = f'{cur_nimg // 1000:06d}'
-            images = torch.cat([o['image'].cpu() for o in out]).numpy()
-            save_image_grid(images, os.path.join(run_dir, f'fakes{tag}.png'), drange=[-1, 1], grid_size=grid_size)
-            if 'image_raw' in out[0]:
-                images_raw = torch.cat([o['image_raw'].cpu() for o in out]).numpy()
-                save_image_grid(images_raw, os.path.join(run_dir, f'fakes{tag}_raw.png'), drange=[-1, 1], grid_size=grid_size)
-            if 'image_depth' in out[0]:
-                images_depth = -torch.cat([o['image_depth'].cpu() for o in out]).numpy()
-                save_image_grid(images_depth, os.path.join(run_dir, f'fakes{tag}_depth.png'),
-                                drange=[images_depth.min(), images_depth.max()], grid_size=grid_size)
+            snapshots.save_fake_grids(G_ema, grid_z, grid_c, run_dir, f'{cur_nimg // 1000:06d}', grid_size)
 
         # Save network snapshot.
         snapshot_pkl = None
         snapshot_data = None
         if (network_snapshot_ticks is not None) and (done or cur_tick % network_snapshot_ticks == 0):
-            snapshot_data = dict(training_set_kwargs=dict(training_set_kwargs))
-            for name, module in [('G', G), ('D', D), ('G_ema', G_ema), ('augment_pipe', augment_pipe)]:
-                if module is not None:
-                    if num_gpus > 1:
-                        misc.check_ddp_consistency(module, ignore_regex=r'.*\.[^.]+_(avg|ema)')
-                    module = _snapshot_module(module)
-                snapshot_data[name] = module
-                del module  # conserve memory
-            snapshot_pkl = os.path.join(run_dir, f'network-snapshot-{cur_nimg // 1000:06d}.pkl')
-            if rank == 0:
-                with dnnlib.util.atomic_write(snapshot_pkl, 'wb') as f:
-                    pickle.dump(snapshot_data, f)
-                    checkpoint.test_write_hook(snapshot_pkl)
-                if write_safetensors:
-                    legacy.save_safetensors(snapshot_data, snapshot_pkl[:-len('.pkl')] + '.safetensors')
+            snapshot_pkl, snapshot_data = snapshots.save_network_snapshot(run_dir, cur_nimg, training_set_kwargs,
+                dict(G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe), rank=rank, num_gpus=num_gpus,
+                write_safetensors=write_safetensors)
 
         # Evaluate metrics.
         if (snapshot_data is not None) and (len(metrics) > 0):
@@ -522,17 +373,7 @@ def training_loop(
         stats_dict = stats_collector.as_dict()
 
         # Update logs.
-        timestamp = time.time()
-        if stats_jsonl is not None:
-            checkpoint.append_jsonl(stats_jsonl, dict(stats_dict, timestamp=timestamp))
-        if stats_tfevents is not None:
-            global_step = int(cur_nimg / 1e3)
-            walltime = timestamp - start_time
-            for name, value in stats_dict.items():
-                stats_tfevents.add_scalar(name, value.mean, global_step=global_step, walltime=walltime)
-            for name, value in stats_metrics.items():
-                stats_tfevents.add_scalar(f'Metrics/{name}', value, global_step=global_step, walltime=walltime)
-            stats_tfevents.flush()
+        stats_log.write_logs(stats_jsonl, stats_tfevents, stats_dict, stats_metrics, cur_nimg=cur_nimg, start_time=start_time)
         if progress_fn is not None:
             progress_fn(cur_nimg // 1000, total_kimg)
 

@@ -1,6 +1,5 @@
 """Tiny 3DGP networks shared by the eg3d_ext tests (CPU, seconds)."""
 
-import torch
 
 def tiny_G(c_dim: int = 3, **kwargs):
     from eg3d_ext.generator import Generator

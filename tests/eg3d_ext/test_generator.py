@@ -1,6 +1,5 @@
 """Tests for eg3d_ext.generator: shapes, patch rendering geometry, cameras, renderer math, pickle round-trip."""
 
-import io
 import os
 import pickle
 import subprocess

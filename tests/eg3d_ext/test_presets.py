@@ -81,7 +81,7 @@ TINY_EG3D = ['--gamma=1', '--cbase=256', '--cmax=8', '--map-depth=1', '--neural_
              '--depth-resolution=4', '--depth-resolution-importance=4', '--sr-module=tests.tiny_sr.TinySuperresolution']
 
 def _preset_names():
-    import training.presets # noqa: F401
+    import training.presets  # noqa: F401 -- registers the EG3D presets
     registry.load_plugins(['eg3d_ext.plugin'])
     return registry.names('preset')
 

@@ -67,19 +67,19 @@ def test_jsonl_append_truncate_and_temp_cleanup(tmp_path):
     assert checkpoint.cleanup_temp_files(run) == ['.network-snapshot-000000.pkl.k2j3h4g5.tmp']
 
 def test_ada_pending_statistics_survive_resume():
-    training_stats.reset_for_tests()
+    training_stats.reset(process=True)
     ada = training_stats.Collector(regex='Loss/signs/real')
     everything = training_stats.Collector(regex='.*')
     training_stats.report('Loss/signs/real', [1.0, 1.0, -1.0])
     everything.update()  # tick end: all counters synced
     pending = checkpoint._ada_pending(ada)
-    training_stats.reset_for_tests()  # "new process"
+    training_stats.reset(process=True)  # "new process"
     ada2 = training_stats.Collector(regex='Loss/signs/real')
     checkpoint._restore_ada_pending(ada2, pending)
     training_stats.report('Loss/signs/real', [1.0])
     ada2.update()
     assert ada2.num('Loss/signs/real') == 4 and ada2['Loss/signs/real'] == pytest.approx(0.5)
-    training_stats.reset_for_tests()
+    training_stats.reset(process=True)
 
 def test_config_diff_and_classify(tmp_path):
     a = dict(loss_kwargs=dict(r1_gamma=1), total_kimg=10, run_dir='x')

@@ -25,13 +25,13 @@ def run_inprocess(tmp_path, data, nan_from_nimg, times, *args):
     c.loss_kwargs.nan_from_nimg, c.loss_kwargs.times = nan_from_nimg, times
     c.run_dir = str(tmp_path / 'run')
     os.makedirs(c.run_dir)
-    training_stats.reset_for_tests()
+    training_stats.reset(process=True)
     logger = dnnlib.util.Logger(file_name=os.path.join(c.run_dir, 'log.txt'), file_mode='a', should_flush=True)
     try:
         training_loop.training_loop(rank=0, device=torch.device('cpu'), **c)
     finally:
         logger.close()
-        training_stats.reset_for_tests()
+        training_stats.reset(process=True)
     return c.run_dir
 
 def test_nan_triggers_rollback_and_training_finishes(tiny_zip, tmp_path):

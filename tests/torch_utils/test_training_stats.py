@@ -15,9 +15,9 @@ from torch_utils import distributed, training_stats
 
 @pytest.fixture(autouse=True)
 def fresh_stats():
-    training_stats.reset_for_tests()
+    training_stats.reset(process=True)
     yield
-    training_stats.reset_for_tests()
+    training_stats.reset(process=True)
 
 def test_single_process_moments():
     training_stats.report('early', 100.0) # reported before the collector exists: not counted
@@ -81,6 +81,32 @@ def _worker(rank, world_size, init_file, result_dir):
             json.dump(result, f)
     finally:
         distributed.cleanup()
+
+def test_reset_zeroes_moments_and_keeps_names():
+    collector = training_stats.Collector(regex='.*')
+    training_stats.report('Loss/a', [float('nan')])
+    collector.update()
+    assert collector.num('Loss/a') == 1 and np.isnan(collector.mean('Loss/a'))
+    training_stats.reset()  # without it, every later delta of Loss/a would stay NaN
+    collector.reset()
+    training_stats.report('Loss/a', [1.0, 3.0])
+    collector.update()
+    assert collector.names() == ['Loss/a']
+    assert collector.num('Loss/a') == 2 and collector.mean('Loss/a') == 2.0
+
+def test_pending_round_trip():
+    ada = training_stats.Collector(regex='Loss/signs/real')
+    other = training_stats.Collector(regex='.*')
+    assert ada.pending('Loss/signs/real') is None
+    training_stats.report('Loss/signs/real', [1.0, -1.0, 1.0])
+    other.update()  # the tick-end update gathers what ADA has not read yet
+    pending = ada.pending('Loss/signs/real')
+    assert pending.tolist() == [3.0, 1.0, 3.0]
+    fresh = training_stats.Collector(regex='Loss/signs/real')  # as after a resume
+    fresh.set_pending('Loss/signs/real', pending)
+    training_stats.report('Loss/signs/real', [1.0])
+    fresh.update()
+    assert fresh.num('Loss/signs/real') == 4 and fresh.mean('Loss/signs/real') == 0.5
 
 def test_two_process_all_reduce(tmp_path):
     mp.spawn(_worker, args=(2, str(tmp_path / 'init'), str(tmp_path)), nprocs=2, join=True)

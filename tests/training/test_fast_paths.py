@@ -1,7 +1,5 @@
 """CPU fast paths against the plain paths: channels-last tri-plane gathers, the whole tri-plane G, heap tuning."""
 
-import numpy as np
-import pytest
 import torch
 
 from torch_utils.ops import host_malloc, upfirdn2d

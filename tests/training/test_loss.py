@@ -1,6 +1,5 @@
 """Tests for training.loss.StyleGAN2Loss: EG3D schedules, gradients vs. closed forms, GPC, blur, R1, real networks."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -8,8 +8,6 @@ Nothing is compiled at import time; the plugin is built on first CUDA use.
 """
 
 import os
-import traceback
-import warnings
 from typing import Any, Optional
 
 import numpy as np
@@ -53,16 +51,11 @@ def _init() -> bool:
     """Build/load the plugin once; on failure warn once and report False (callers use the reference)."""
     global _plugin, _init_failed
     if _plugin is None and not _init_failed:
-        try:
-            _plugin = custom_ops.get_plugin(**plugin_kwargs)
-        except Exception: # any build/import problem -> reference fallback
-            _init_failed = True
-            warnings.warn('Failed to build CUDA kernels for bias_act; falling back to the slow reference '
-                          'implementation. Details:\n\n' + traceback.format_exc())
+        _plugin = custom_ops.get_plugin_or_warn('bias_act', plugin_kwargs)
+        _init_failed = _plugin is None
     return _plugin is not None
 
-def _ref_forced() -> bool:
-    return os.environ.get('EG3D_OPS_IMPL', '').lower() == 'ref'
+_ref_forced = custom_ops.ref_forced
 
 #----------------------------------------------------------------------------
 

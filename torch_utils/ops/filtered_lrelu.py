@@ -8,8 +8,6 @@ implementation runs instead of raising. `EG3D_OPS_IMPL=ref` forces the reference
 """
 
 import os
-import traceback
-import warnings
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -40,16 +38,11 @@ def _init() -> bool:
     """Build/load the plugin once; on failure warn once and report False (callers use the reference)."""
     global _plugin, _init_failed
     if _plugin is None and not _init_failed:
-        try:
-            _plugin = custom_ops.get_plugin(**plugin_kwargs)
-        except Exception: # any build/import problem -> reference fallback
-            _init_failed = True
-            warnings.warn('Failed to build CUDA kernels for filtered_lrelu; falling back to the slow reference '
-                          'implementation. Details:\n\n' + traceback.format_exc())
+        _plugin = custom_ops.get_plugin_or_warn('filtered_lrelu', plugin_kwargs)
+        _init_failed = _plugin is None
     return _plugin is not None
 
-def _ref_forced() -> bool:
-    return os.environ.get('EG3D_OPS_IMPL', '').lower() == 'ref'
+_ref_forced = custom_ops.ref_forced
 
 #----------------------------------------------------------------------------
 # Own argument parsers: unlike upfirdn2d, numpy integers are accepted (StyleGAN3 layers pass them).

@@ -1,0 +1,117 @@
+"""Start training processes for train.py: run dir and training_options.json, then one process per GPU/CPU rank
+(spawned, or the ranks torchrun already started) that calls training_loop."""
+
+import json
+import os
+import re
+import tempfile
+from typing import Optional
+
+import click
+
+import dnnlib
+
+#----------------------------------------------------------------------------
+# Process entry points.
+
+def subprocess_fn(rank: int, c: dnnlib.EasyDict, temp_dir: Optional[str], local_rank: Optional[int] = None) -> None:
+    import torch
+    from torch_utils import training_stats
+    from torch_utils import custom_ops
+    from training import training_loop
+
+    if rank == 0:
+        dnnlib.util.Logger(file_name=os.path.join(c.run_dir, 'log.txt'), file_mode='a', should_flush=True)
+    local_rank = rank if local_rank is None else local_rank
+    use_cuda = torch.cuda.is_available()
+    device = torch.device('cuda', local_rank) if use_cuda else torch.device('cpu')
+    if use_cuda:
+        torch.cuda.set_device(device)
+    elif os.environ.get('EG3D_MALLOC_TUNE', '1') != '0':
+        from torch_utils.ops import host_malloc
+        host_malloc.tune() # CPU steps re-fault large activations otherwise (docs/performance.md); opt out: EG3D_MALLOC_TUNE=0
+
+    # Init torch.distributed (spawned ranks use a file:// rendezvous; torchrun ranks are already initialised).
+    if c.num_gpus > 1 and not torch.distributed.is_initialized():
+        init_file = os.path.abspath(os.path.join(temp_dir, '.torch_distributed_init'))
+        backend = 'nccl' if use_cuda else 'gloo'
+        torch.distributed.init_process_group(backend=backend, init_method=f'file://{init_file}', rank=rank, world_size=c.num_gpus)
+
+    sync_device = device if c.num_gpus > 1 else None
+    training_stats.init_multiprocessing(rank=rank, sync_device=sync_device)
+    if rank != 0:
+        custom_ops.verbosity = 'none'
+    training_loop.training_loop(rank=rank, device=device, **c)
+
+def _write_options(c: dnnlib.EasyDict) -> None:
+    os.makedirs(c.run_dir, exist_ok=c.get('resume_state') is not None)
+    with dnnlib.util.atomic_write(os.path.join(c.run_dir, 'training_options.json'), 'wt') as f:
+        json.dump(c, f, indent=2)
+
+def next_run_dir(outdir: str, desc: str) -> str:
+    """<outdir>/<NNNNN>-<desc>, NNNNN one more than the largest leading number among existing subdirectories."""
+    prev = [x for x in os.listdir(outdir) if os.path.isdir(os.path.join(outdir, x))] if os.path.isdir(outdir) else []
+    ids = [int(m.group()) for m in (re.match(r'^\d+', x) for x in prev) if m is not None]
+    return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
+
+def launch_training(c: dnnlib.EasyDict, desc: str, outdir: str, dry_run: bool, run_dir: Optional[str] = None) -> None:
+    dnnlib.util.Logger(should_flush=True)
+    torchrun = 'RANK' in os.environ and 'WORLD_SIZE' in os.environ and 'LOCAL_RANK' in os.environ
+    rank = int(os.environ['RANK']) if torchrun else 0
+    if torchrun and int(os.environ['WORLD_SIZE']) != c.num_gpus:
+        raise click.ClickException(f'--gpus={c.num_gpus} does not match torchrun WORLD_SIZE={os.environ["WORLD_SIZE"]}')
+
+    c.run_dir = run_dir or next_run_dir(outdir, desc)  # exact resume continues in the same run dir
+    if rank == 0:
+        print()
+        print('Training options:')
+        print(json.dumps(c, indent=2))
+        print()
+        print(f'Output directory:    {c.run_dir}')
+        print(f'Number of GPUs:      {c.num_gpus}')
+        print(f'Batch size:          {c.batch_size} images')
+        print(f'Training duration:   {c.total_kimg} kimg')
+        print(f'Dataset path:        {c.training_set_kwargs.path}')
+        print(f'Dataset size:        {c.training_set_kwargs.max_size} images')
+        print(f'Dataset resolution:  {c.training_set_kwargs.resolution}')
+        print(f'Dataset labels:      {c.training_set_kwargs.use_labels}')
+        print(f'Dataset x-flips:     {c.training_set_kwargs.xflip}')
+        print()
+    if dry_run:
+        print('Dry run; exiting.')
+        return
+
+    if torchrun:  # One process per rank already exists: rank 0 picks the run dir and shares it.
+        import torch
+        backend = 'nccl' if torch.cuda.is_available() else 'gloo'
+        torch.distributed.init_process_group(backend=backend, init_method='env://')
+        if rank == 0:
+            print('Creating output directory...')
+            _write_options(c)
+        shared = [c.run_dir]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        c.run_dir = shared[0]
+        subprocess_fn(rank=rank, c=c, temp_dir=None, local_rank=int(os.environ['LOCAL_RANK']))
+        return
+
+    print('Creating output directory...')
+    _write_options(c)
+    print('Launching processes...')
+    import torch
+    from training.divergence import TrainingDiverged
+    torch.multiprocessing.set_start_method('spawn', force=True)
+    with tempfile.TemporaryDirectory() as temp_dir:
+        try:
+            if c.num_gpus == 1:
+                subprocess_fn(rank=0, c=c, temp_dir=temp_dir)
+            else:
+                torch.multiprocessing.spawn(fn=subprocess_fn, args=(c, temp_dir), nprocs=c.num_gpus)
+        except TrainingDiverged as err:
+            raise click.ClickException(str(err))
+        except torch.multiprocessing.ProcessRaisedException as err:
+            last = str(err).strip().splitlines()[-1]
+            if 'TrainingDiverged' in last:
+                raise click.ClickException(last.split(': ', 1)[-1])
+            raise
+
+#----------------------------------------------------------------------------
