@@ -46,11 +46,10 @@ def _check_run(run_dir):
     opts = json.load(open(os.path.join(run_dir, 'training_options.json')))
     assert opts['G_kwargs']['class_name'] == 'eg3d_ext.generator.Generator' and opts['D_kwargs']['kd_dim'] == 2048
     code = f'''
-import sys, torch
+import pickle, sys, torch
 sys.path.insert(0, {ROOT!r})
-import legacy
-with open({pkls[-1]!r}, 'rb') as f:
-    data = legacy.load_network_pkl(f)
+with open({pkls[-1]!r}, 'rb') as f: # plain unpickling, as the official EG3D code would do: no plugin loaded
+    data = pickle.load(f)
 G, D = data['G_ema'], data['D']
 assert not any(m.startswith('eg3d_ext') for m in sys.modules if 'dataset' not in m), sorted(m for m in sys.modules if m.startswith('eg3d_ext'))
 assert type(G.camera_generator).__name__ == 'CameraGenerator' and type(G.depth_adaptor).__name__ == 'DepthAdaptor'
