@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-DEMO_KIMG ?= 2
+DEMO_KIMG ?= 6
 
 .PHONY: venv test test-fast demo bench help-docs clean
 
