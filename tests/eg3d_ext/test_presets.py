@@ -52,6 +52,19 @@ def test_3dgp_presets_use_their_own_defaults(zips, tmp_path):
     c, _ = dry_run(['--cfg=3dgp', '--data', zips['cls'], '--patch-res=16', '--cbase=1024', '--gamma=2', '--mirror=0'], tmp_path)
     assert c['G_kwargs']['channel_base'] == 1024 and c['loss_kwargs']['r1_gamma'] == 2 and c['training_set_kwargs']['xflip'] is False
 
+def test_3dgp_blur_fade_follows_option_unscaled(zips, tmp_path):
+    # Default: 3DGP's 200 kimg regardless of batch (EG3D would scale it by batch/32 -> 400 at batch 64).
+    c, _ = dry_run(['--cfg=3dgp', '--data', zips['cls'], '--patch-res=16'], tmp_path)
+    assert c['batch_size'] == 64 and c['loss_kwargs']['blur_fade_kimg'] == 200 and c['loss_kwargs']['blur_init_sigma'] == 10
+    c, _ = dry_run(['--cfg=3dgp-dogs', '--data', zips['cls'], '--patch-res=16', '--batch=8', '--blur_fade_kimg=37'], tmp_path)
+    assert c['loss_kwargs']['blur_fade_kimg'] == 37
+    c, _ = dry_run(['--cfg=3dgp', '--data', zips['cls'], '--patch-res=16', '--blur_fade_kimg=0'], tmp_path)
+    assert c['loss_kwargs']['blur_fade_kimg'] == 0
+    # EG3D presets keep EG3D's batch scaling of the same option.
+    c, _ = dry_run(['--cfg=ffhq', '--data', zips['cam'], '--batch=4', '--gamma=1', '--blur_fade_kimg=40',
+                    '--sr-module=tests.tiny_sr.TinySuperresolution'], tmp_path)
+    assert c['loss_kwargs']['blur_fade_kimg'] == 4 * 40 / 32
+
 def test_eg3d_presets_keep_eg3d_defaults(zips, tmp_path):
     c, _ = dry_run(['--cfg=ffhq', '--data', zips['cam'], '--batch=4', '--gamma=1', '--sr-module=tests.tiny_sr.TinySuperresolution'], tmp_path)
     assert (c['G_kwargs']['channel_base'], c['G_kwargs']['channel_max'], c['G_kwargs']['mapping_kwargs']['num_layers']) == (32768, 512, 2)
