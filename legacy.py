@@ -83,7 +83,8 @@ def load_network_pkl(f, force_fp16: bool = False) -> dict:
         raise IOError(f'{src}: the pickle needs module {err.name!r}, which is not available here') from err
     except ImportError as err:
         raise IOError(f'{src}: embedded network code failed to import: {err}') from err
-    except (EOFError, pickle.UnpicklingError, ValueError, IndexError, TypeError, KeyError) as err:
+    except (EOFError, pickle.UnpicklingError, ValueError, IndexError, TypeError, KeyError, MemoryError) as err:
+        # MemoryError: garbage bytes can decode as an opcode announcing a multi-GB object.
         raise IOError(f'{src}: not a valid network pickle (truncated or corrupt file?): {type(err).__name__}: {err}') from err
 
     # Legacy TensorFlow pickle => convert.

@@ -11,9 +11,12 @@ if _ROOT not in sys.path:
 import pytest
 
 @pytest.fixture(autouse=True)
-def _fresh_training_stats():
-    """Each test sees training_stats as a fresh process does: in-process training runs (presets, CLIs under
-    CliRunner) otherwise leave `init_multiprocessing` locked for the next test."""
+def _fresh_process_state():
+    """Each test sees process-global state as a fresh process does: in-process training runs (presets, CLIs under
+    CliRunner) otherwise leave `training_stats.init_multiprocessing` locked and glibc's heap tuned for the next test."""
     yield
     from torch_utils import training_stats
+    from torch_utils.ops import host_malloc
     training_stats.reset(process=True)
+    if host_malloc.active:
+        host_malloc.tune(False) # in-process training switches the heap setting process-wide
