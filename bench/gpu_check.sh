@@ -26,7 +26,7 @@ for op in bias_act upfirdn2d filtered_lrelu; do
   ( timeout 240 "$PY" -c "
 import sys, time, torch
 from torch_utils.ops import $op as m
-t = time.time(); ok = m._init(); print('$op', 'built' if ok else 'FAILED', f'{time.time() - t:.0f}s'); sys.exit(0 if ok else 1)
+t = time.time(); ok = m._plugin.ready(); print('$op', 'built' if ok else 'FAILED', f'{time.time() - t:.0f}s'); sys.exit(0 if ok else 1)
 " > "$DEST/build_$op.log" 2>&1; echo "rc=$?" >> "$DEST/build_$op.log" ) &
 done
 wait

@@ -291,15 +291,27 @@ def get_plugin(module_name: str, sources: Sequence[str], headers: Optional[Seque
     _cached_plugins[module_name] = module
     return module
 
-def get_plugin_or_warn(op_name: str, plugin_kwargs: Dict[str, Any]) -> Any:
-    """get_plugin(**plugin_kwargs), or None after warning (with the traceback) that `op_name` falls back to its
-    slow reference implementation. The ops call this once per process and remember a failure."""
-    try:
-        return get_plugin(**plugin_kwargs)
-    except Exception: # any build/import problem -> reference fallback
-        warnings.warn(f'Failed to build CUDA kernels for {op_name}; falling back to the slow reference '
-                      'implementation. Details:\n\n' + traceback.format_exc(), stacklevel=3)
-        return None
+class LazyPlugin:
+    """The CUDA extension of one op (`<op>.cpp`, `<op>.cu`, `<op>.h` in `source_dir`), built on first use, never at
+    import. A failed build warns once (with the traceback) and the op keeps using its reference implementation."""
+
+    def __init__(self, op_name: str, source_dir: str, extra_cuda_cflags: Sequence[str] = ('--use_fast_math',)):
+        self.op_name = op_name
+        self.kwargs = dict(module_name=f'{op_name}_plugin', sources=[f'{op_name}.cpp', f'{op_name}.cu'],
+                           headers=[f'{op_name}.h'], source_dir=source_dir, extra_cuda_cflags=list(extra_cuda_cflags))
+        self.module: Any = None
+        self.failed = False
+
+    def ready(self) -> bool:
+        """Build/load the extension once; False (now and on every later call) if that failed."""
+        if self.module is None and not self.failed:
+            try:
+                self.module = get_plugin(**self.kwargs)
+            except Exception: # any build/import problem -> reference fallback
+                warnings.warn(f'Failed to build CUDA kernels for {self.op_name}; falling back to the slow reference '
+                              'implementation. Details:\n\n' + traceback.format_exc(), stacklevel=3)
+                self.failed = True
+        return self.module is not None
 
 def ref_forced() -> bool:
     """True when the environment variable EG3D_OPS_IMPL=ref forces every op onto its reference implementation."""

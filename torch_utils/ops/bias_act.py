@@ -33,29 +33,7 @@ activation_funcs = {
     'swish':    dnnlib.EasyDict(func=lambda x, **_: torch.sigmoid(x) * x,                        def_alpha=0,   def_gain=np.sqrt(2), cuda_idx=9, ref='x', has_2nd_grad=True),
 }
 
-#----------------------------------------------------------------------------
-# Lazy plugin construction. The same keyword set is used by tests/bench to build without importing.
-
-plugin_kwargs = dict(
-    module_name='bias_act_plugin',
-    sources=['bias_act.cpp', 'bias_act.cu'],
-    headers=['bias_act.h'],
-    source_dir=os.path.dirname(__file__),
-    extra_cuda_cflags=['--use_fast_math'],
-)
-
-_plugin = None
-_init_failed = False
-
-def _init() -> bool:
-    """Build/load the plugin once; on failure warn once and report False (callers use the reference)."""
-    global _plugin, _init_failed
-    if _plugin is None and not _init_failed:
-        _plugin = custom_ops.get_plugin_or_warn('bias_act', plugin_kwargs)
-        _init_failed = _plugin is None
-    return _plugin is not None
-
-_ref_forced = custom_ops.ref_forced
+_plugin = custom_ops.LazyPlugin('bias_act', os.path.dirname(__file__))
 
 #----------------------------------------------------------------------------
 
@@ -108,7 +86,7 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
         raise ValueError('bias_act: x must be a tensor')
     if impl not in ('ref', 'cuda'):
         raise ValueError(f"bias_act: impl must be 'ref' or 'cuda', got {impl!r}")
-    if impl == 'cuda' and x.is_cuda and not _ref_forced() and _init():
+    if impl == 'cuda' and x.is_cuda and not custom_ops.ref_forced() and _plugin.ready():
         return _bias_act_cuda(dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp).apply(x, b)
     return _bias_act_ref(x=x, b=b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
 
@@ -180,7 +158,7 @@ def _bias_act_cuda(dim: int = 1, act: str = 'linear', alpha: Optional[float] = N
             ctx.has_bias = b.numel() > 0
             y = x
             if not is_identity or ctx.has_bias:
-                y = _plugin.bias_act(x, b, _null(x), _null(x), _null(x), 0, dim, spec.cuda_idx, alpha, gain, clamp)
+                y = _plugin.module.bias_act(x, b, _null(x), _null(x), _null(x), 0, dim, spec.cuda_idx, alpha, gain, clamp)
             ctx.save_for_backward(
                 x if ref_mode == 'x' else _null(x),
                 b if ref_mode == 'x' else _null(x),
@@ -202,7 +180,7 @@ def _bias_act_cuda(dim: int = 1, act: str = 'linear', alpha: Optional[float] = N
         def forward(ctx, dy, x, b, y): # pylint: disable=arguments-differ
             ref = x if x.numel() else (y if y.numel() else _dense(dy))
             dy = _like(dy, ref)
-            dx = _plugin.bias_act(dy, b, x, y, dy, 1, dim, spec.cuda_idx, alpha, gain, clamp)
+            dx = _plugin.module.bias_act(dy, b, x, y, dy, 1, dim, spec.cuda_idx, alpha, gain, clamp)
             ctx.save_for_backward(dy if spec.has_2nd_grad else _null(dy), x, b, y)
             return dx
 
@@ -214,7 +192,7 @@ def _bias_act_cuda(dim: int = 1, act: str = 'linear', alpha: Optional[float] = N
                 d_dy = BiasActCudaGrad.apply(d_dx, x, b, y)
             if spec.has_2nd_grad and any(ctx.needs_input_grad[1:]):
                 d_dx = _like(d_dx, dy)
-                d_ref = _plugin.bias_act(d_dx, b, x, y, dy, 2, dim, spec.cuda_idx, alpha, gain, clamp)
+                d_ref = _plugin.module.bias_act(d_dx, b, x, y, dy, 2, dim, spec.cuda_idx, alpha, gain, clamp)
                 if ref_mode == 'x':
                     d_x = d_ref
                     d_b = d_ref.sum(reduce_dims(d_ref)) if (ctx.needs_input_grad[2] and b.numel()) else None

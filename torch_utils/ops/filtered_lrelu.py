@@ -20,29 +20,7 @@ from . import upfirdn2d
 
 IntOrPair = Union[int, Sequence[int]]
 
-#----------------------------------------------------------------------------
-# Lazy plugin construction. The same keyword set is used by tests/bench to build without importing.
-
-plugin_kwargs = dict(
-    module_name='filtered_lrelu_plugin',
-    sources=['filtered_lrelu.cpp', 'filtered_lrelu.cu'],
-    headers=['filtered_lrelu.h'],
-    source_dir=os.path.dirname(__file__),
-    extra_cuda_cflags=['--use_fast_math'],
-)
-
-_plugin = None
-_init_failed = False
-
-def _init() -> bool:
-    """Build/load the plugin once; on failure warn once and report False (callers use the reference)."""
-    global _plugin, _init_failed
-    if _plugin is None and not _init_failed:
-        _plugin = custom_ops.get_plugin_or_warn('filtered_lrelu', plugin_kwargs)
-        _init_failed = _plugin is None
-    return _plugin is not None
-
-_ref_forced = custom_ops.ref_forced
+_plugin = custom_ops.LazyPlugin('filtered_lrelu', os.path.dirname(__file__))
 
 #----------------------------------------------------------------------------
 # Own argument parsers: unlike upfirdn2d, numpy integers are accepted (StyleGAN3 layers pass them).
@@ -124,8 +102,8 @@ def filtered_lrelu(x: torch.Tensor, fu: Optional[torch.Tensor] = None, fd: Optio
     """
     if impl not in ('ref', 'cuda'):
         raise ValueError(f"filtered_lrelu: impl must be 'ref' or 'cuda', got {impl!r}")
-    if (impl == 'cuda' and isinstance(x, torch.Tensor) and x.is_cuda and not _ref_forced()
-            and x.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64) and _init()):
+    if (impl == 'cuda' and isinstance(x, torch.Tensor) and x.is_cuda and not custom_ops.ref_forced()
+            and x.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64) and _plugin.ready()):
         return _filtered_lrelu_cuda(x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain, slope=slope,
                                     clamp=clamp, flip_filter=flip_filter)
     return _filtered_lrelu_ref(x, fu=fu, fd=fd, b=b, up=up, down=down, padding=padding, gain=gain, slope=slope,
@@ -177,7 +155,7 @@ def _adjoint(geom, in_hw, mid_hw, out_hw, f1, f2):
 def _run_plugin(x, f1, f2, b, mask, geom, clamp, mode):
     up, down, pad1, pad2, gain, slope = geom
     empty = x.new_empty([0])
-    return _plugin.filtered_lrelu(x.contiguous(), f1, f2, empty if b is None else b.contiguous(),
+    return _plugin.module.filtered_lrelu(x.contiguous(), f1, f2, empty if b is None else b.contiguous(),
                                   empty.to(torch.uint8) if mask is None else mask, up, down, *pad1, *pad2,
                                   gain, slope, clamp, mode)
 

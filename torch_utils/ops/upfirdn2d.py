@@ -18,29 +18,7 @@ from . import conv2d_gradfix
 
 IntOrPair = Union[int, Sequence[int]]
 
-#----------------------------------------------------------------------------
-# Lazy plugin construction. The same keyword set is used by tests/bench to build without importing.
-
-plugin_kwargs = dict(
-    module_name='upfirdn2d_plugin',
-    sources=['upfirdn2d.cpp', 'upfirdn2d.cu'],
-    headers=['upfirdn2d.h'],
-    source_dir=os.path.dirname(__file__),
-    extra_cuda_cflags=['--use_fast_math'],
-)
-
-_plugin = None
-_init_failed = False
-
-def _init() -> bool:
-    """Build/load the plugin once; on failure warn once and report False (callers use the reference)."""
-    global _plugin, _init_failed
-    if _plugin is None and not _init_failed:
-        _plugin = custom_ops.get_plugin_or_warn('upfirdn2d', plugin_kwargs)
-        _init_failed = _plugin is None
-    return _plugin is not None
-
-_ref_forced = custom_ops.ref_forced
+_plugin = custom_ops.LazyPlugin('upfirdn2d', os.path.dirname(__file__))
 
 #----------------------------------------------------------------------------
 # Argument parsing. Python ints only (numpy ints are rejected, as in the official op).
@@ -147,9 +125,9 @@ def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: IntOrPair = 1, dow
         raise ValueError('upfirdn2d: x must be a tensor')
     if impl not in ('ref', 'cuda'):
         raise ValueError(f"upfirdn2d: impl must be 'ref' or 'cuda', got {impl!r}")
-    if impl == 'cuda' and x.is_cuda and not _ref_forced() and _init():
+    if impl == 'cuda' and x.is_cuda and not custom_ops.ref_forced() and _plugin.ready():
         return _upfirdn2d_cuda(up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain).apply(x, f)
-    if impl == 'cuda' and x.device.type == 'cpu' and cpu_fast and not _ref_forced():
+    if impl == 'cuda' and x.device.type == 'cpu' and cpu_fast and not custom_ops.ref_forced():
         return _upfirdn2d_cuda(up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain,
                                kernel='cpu').apply(x, f)
     return _upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
@@ -293,7 +271,7 @@ def _upfirdn2d_cuda(up: IntOrPair = 1, down: IntOrPair = 1, padding: IntOrPair =
     px0, px1, py0, py1 = _parse_padding(padding)
     gain = float(gain)
     key = (upx, upy, downx, downy, px0, px1, py0, py1, bool(flip_filter), gain, kernel)
-    run = _cpu_kernel if kernel == 'cpu' else (lambda *args: _plugin.upfirdn2d(*args))
+    run = _cpu_kernel if kernel == 'cpu' else (lambda *args: _plugin.module.upfirdn2d(*args))
     if key in _upfirdn2d_cuda_cache:
         return _upfirdn2d_cuda_cache[key]
 

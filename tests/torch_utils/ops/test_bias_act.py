@@ -115,7 +115,7 @@ class _KernelStandIn:
 @pytest.mark.parametrize('act', list(FORMULAS))
 @pytest.mark.parametrize('clamp', [None, 1.5])
 def test_cuda_function_logic(monkeypatch, act, clamp):
-    monkeypatch.setattr(bias_act, '_plugin', _KernelStandIn())
+    monkeypatch.setattr(bias_act._plugin, 'module', _KernelStandIn())
     g = torch.Generator().manual_seed(2)
     x = (torch.randn([2, 3, 2, 2], generator=g, dtype=torch.float64) * 1.5).requires_grad_(True)
     b = torch.randn([3], generator=g, dtype=torch.float64).requires_grad_(True)

@@ -16,7 +16,7 @@ from torch_utils.ops import bias_act, upfirdn2d
 def test_plugin_compiles(module):
     if shutil.which('nvcc') is None:
         pytest.skip('nvcc not found on PATH')
-    path = custom_ops.build_only(**module.plugin_kwargs)
+    path = custom_ops.build_only(**module._plugin.kwargs)
     assert os.path.isfile(path) and os.path.getsize(path) > 0
 
 #----------------------------------------------------------------------------
@@ -30,7 +30,7 @@ def test_no_compile_at_import_and_cpu_never_builds(monkeypatch):
     x = torch.randn([1, 2, 4, 4])
     bias_act.bias_act(x, torch.zeros([2]), act='lrelu')
     upfirdn2d.upsample2d(x, upfirdn2d.setup_filter([1, 3, 3, 1]))
-    assert bias_act._plugin is None and upfirdn2d._plugin is None
+    assert bias_act._plugin.module is None and upfirdn2d._plugin.module is None
 
 @pytest.mark.parametrize('module', [bias_act, upfirdn2d], ids=['bias_act', 'upfirdn2d'])
 def test_failed_build_warns_once(monkeypatch, module):
@@ -39,14 +39,13 @@ def test_failed_build_warns_once(monkeypatch, module):
         calls.append(kwargs)
         raise RuntimeError('simulated nvcc failure')
     monkeypatch.setattr(custom_ops, 'get_plugin', failing_build)
-    monkeypatch.setattr(module, '_plugin', None)
-    monkeypatch.setattr(module, '_init_failed', False)
+    monkeypatch.setattr(module, '_plugin', custom_ops.LazyPlugin(module._plugin.op_name, module._plugin.kwargs['source_dir']))
     with pytest.warns(UserWarning, match='simulated nvcc failure'):
-        assert module._init() is False
+        assert module._plugin.ready() is False
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        assert module._init() is False # no second build attempt, no second warning
+        assert module._plugin.ready() is False # no second build attempt, no second warning
     assert not caught
-    assert len(calls) == 1 and calls[0]['module_name'] == module.plugin_kwargs['module_name']
+    assert len(calls) == 1 and calls[0]['module_name'] == module._plugin.kwargs['module_name']
 
 #----------------------------------------------------------------------------

@@ -153,7 +153,7 @@ class FakePlugin:
 
 @pytest.fixture
 def fake_plugin(monkeypatch):
-    monkeypatch.setattr(fl, '_plugin', FakePlugin())
+    monkeypatch.setattr(fl._plugin, 'module', FakePlugin())
 
 @pytest.mark.parametrize('case', CASES)
 def test_cuda_path_algebra_values(fake_plugin, case):
@@ -188,7 +188,7 @@ def test_cuda_path_algebra_gradients(fake_plugin, case):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 @pytest.mark.parametrize('case', CASES)
 def test_cuda_plugin_matches_ref(case):
-    assert fl._init(), 'filtered_lrelu plugin failed to build'
+    assert fl._plugin.ready(), 'filtered_lrelu plugin failed to build'
     kind, up, down, padding, clamp, flip, use_b = case
     fu, fd = [None if f is None else f.cuda() for f in _filters(kind)]
     for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 1e-4), (torch.float16, 2e-2)):

@@ -192,7 +192,7 @@ class _KernelStandIn:
 @pytest.mark.parametrize('case,fshape', GRAD_CASES + [(dict(up=3, down=2, padding=[2, 0, 1, 3]), [1]),
                                                       (dict(up=2, down=[1, 3], padding=-1), [4])])
 def test_cuda_function_logic(monkeypatch, case, fshape):
-    monkeypatch.setattr(upfirdn2d, '_plugin', _KernelStandIn())
+    monkeypatch.setattr(upfirdn2d._plugin, 'module', _KernelStandIn())
     f = torch.rand(fshape, generator=torch.Generator().manual_seed(1)) + 0.5
     x = torch.randn([1, 2, 5, 4], dtype=torch.float64, requires_grad=True)
     fn_cuda = lambda x: upfirdn2d._upfirdn2d_cuda(**case).apply(x, f)
