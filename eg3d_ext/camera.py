@@ -4,7 +4,7 @@ import json
 import math
 import os
 import zipfile
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -203,9 +203,31 @@ class CameraPrior(torch.nn.Module):
 
 #----------------------------------------------------------------------------
 
+def _camera_row(value: Any) -> Any:
+    """One dataset.json camera entry as numbers: a {"c": c25, ...} or {"yaw", "pitch", ...} dict, or a plain list."""
+    if isinstance(value, dict):
+        if 'c' in value:
+            return value['c']
+        if 'yaw' in value and 'pitch' in value:
+            return [value['yaw'], value['pitch']]
+        raise ValueError(f'camera entry has neither "c" nor "yaw"/"pitch": {sorted(value)}')
+    return value
+
+def _camera_table(meta: dict, path: str) -> list:
+    """The per-image camera rows of dataset.json: "camera_angles", "cameras", or EG3D's 25-float "labels"."""
+    for key in ('camera_angles', 'cameras', 'labels'):
+        table = meta.get(key)
+        if not table:
+            continue
+        rows = list(table.values()) if isinstance(table, dict) else [r[1] if len(r) == 2 and isinstance(r[0], str) else r for r in table]
+        rows = [_camera_row(r) for r in rows]
+        if key != 'labels' or all(isinstance(r, (list, tuple)) and len(r) == 25 for r in rows):
+            return rows
+    raise IOError(f'{path}: dataset.json has no "cameras", "camera_angles" or 25-float camera "labels" for the custom camera prior')
+
 def load_custom_angles(path: str) -> np.ndarray:
     """Read a [K, 2] yaw/pitch table for the 'custom' prior from a .npy ([K,2] angles or [K,25] c25 cameras) or
-    from the "cameras"/"camera_angles" entry of dataset.json inside a dataset zip or directory."""
+    from dataset.json inside a dataset zip or directory ("cameras"/"camera_angles" rows, or EG3D camera labels)."""
     if path.endswith('.npy'):
         arr = np.load(path)
     else:
@@ -220,11 +242,10 @@ def load_custom_angles(path: str) -> np.ndarray:
                 meta = json.loads(z.read(names[0]))
         else:
             raise IOError(f'Cannot read custom camera angles from {path!r} (expected .npy, dataset zip or directory)')
-        table = meta.get('camera_angles') or meta.get('cameras')
-        if not table:
-            raise IOError(f'{path}: dataset.json has no "cameras" or "camera_angles" entry for the custom camera prior')
-        rows = list(table.values()) if isinstance(table, dict) else [r[1] if len(r) == 2 and isinstance(r[0], str) else r for r in table]
-        arr = np.asarray(rows, dtype=np.float32)
+        try:
+            arr = np.asarray(_camera_table(meta, path), dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f'{path}: cannot read the camera table in dataset.json: {err}') from err
     arr = np.asarray(arr, dtype=np.float32)
     if arr.ndim == 2 and arr.shape[1] == 25:
         arr = c25_to_params(torch.from_numpy(arr)).numpy()[:, [IDX['yaw'], IDX['pitch']]]

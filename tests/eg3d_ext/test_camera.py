@@ -58,3 +58,23 @@ def test_custom_prior_uses_table_and_errors(tmp_path):
         camera.CameraPrior('custom')
     with pytest.raises(ValueError, match='Unknown camera prior'):
         camera.CameraPrior('nope')
+
+def test_custom_angles_from_dataset_json(tmp_path):
+    """Synthetic zips keep {"c", "yaw", "pitch", ...} rows under "cameras"; EG3D zips keep 25-float "labels"."""
+    import json, zipfile
+    from eg3d_ext.datasets import synthetic
+    path = str(tmp_path / 'syn.zip')
+    synthetic.build_synthetic(path, num_images=6, resolution=32, workers=1, progress=False, label_type='camera')
+    meta = json.loads(zipfile.ZipFile(path).read('dataset.json'))
+    truth = np.array([[cam['yaw'], cam['pitch']] for _, cam in meta['cameras']], np.float32)
+    np.testing.assert_allclose(camera.load_custom_angles(path), truth, atol=1e-5)
+    eg3d_dir = tmp_path / 'eg3d'
+    eg3d_dir.mkdir()
+    (eg3d_dir / 'dataset.json').write_text(json.dumps(dict(labels=meta['labels']))) # EG3D layout: c25 per image
+    np.testing.assert_allclose(camera.load_custom_angles(str(eg3d_dir)), truth, atol=1e-5)
+    (eg3d_dir / 'dataset.json').write_text(json.dumps(dict(labels=[[n, 3] for n, _ in meta['labels']]))) # class labels
+    with pytest.raises(IOError, match='camera'):
+        camera.load_custom_angles(str(eg3d_dir))
+    (eg3d_dir / 'dataset.json').write_text(json.dumps(dict(cameras=[['a.png', dict(radius=1.0)]])))
+    with pytest.raises(ValueError, match='neither "c" nor "yaw"'):
+        camera.load_custom_angles(str(eg3d_dir))
