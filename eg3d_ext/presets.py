@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import dnnlib
 from dnnlib import registry
+from eg3d_ext.datasets.embeddings import feature_dim
 from training.dataset import ImageFolderDataset
 from training.presets import EG3D_DEFAULTS, EG3D_REQUIRED, apply_preset_defaults, preset_defaults
 
@@ -64,8 +65,9 @@ def _r1_gamma(gamma: Any, resolution: int, batch: int) -> float:
 @preset_defaults(**IMAGENET_DEFAULTS)
 def preset_3dgp(opts: dict) -> dnnlib.EasyDict:
     """3DGP (ImageNet 256 defaults): class-conditional from the dataset labels, patches 64x64 with the Beta scale
-    schedule, RGB-D D + depth adaptor, learned camera, KD (ResNet-50, 2048-d). Unset options take the README ImageNet
-    recipe (--cbase=65536 --cmax=1024 --gamma=0.05 --batch=64 --mirror=1; IMAGENET_DEFAULTS)."""
+    schedule, RGB-D D + depth adaptor, learned camera, KD (head width = the teacher's feature size, 2048 for
+    ResNet-50). Unset options take the README ImageNet recipe (--cbase=65536 --cmax=1024 --gamma=0.05 --batch=64
+    --mirror=1; IMAGENET_DEFAULTS)."""
     from training.presets import common_config, init_dataset_kwargs
     opts = apply_preset_defaults(preset_3dgp, opts, '3dgp')
     c = common_config(opts)
@@ -81,6 +83,8 @@ def preset_3dgp(opts: dict) -> dnnlib.EasyDict:
         use_depth=use_depth, require_depth=use_depth, use_embeddings=need_emb, require_embeddings=need_emb)
     c.training_set_kwargs.use_labels = bool(c.training_set_kwargs.use_labels and _opt(opts, 'cond', True))
     c.training_set_kwargs.xflip = bool(opts.mirror)
+    kd_dim = 0 if kd_weight <= 0 else feature_dim(teacher) if teacher else \
+        dnnlib.util.construct_class_by_name(**c.training_set_kwargs).embedding_dim # any timm teacher, not just 2048-d
     res = c.training_set_kwargs.resolution
     if patch_res > res:
         raise ValueError(f'--patch-res={patch_res} exceeds the dataset resolution {res}')
@@ -100,7 +104,7 @@ def preset_3dgp(opts: dict) -> dnnlib.EasyDict:
         depth_adaptor_kwargs=_depth_adaptor_kwargs(opts) if use_depth else None)
     c.D_kwargs = dnnlib.EasyDict(class_name='eg3d_ext.discriminator.Discriminator', depth_channels=int(use_depth),
         patch_resolution=patch_res, channel_base=cbase, channel_max=cmax, num_fp16_res=_opt(opts, 'd_num_fp16_res', 4), conv_clamp=256,
-        mbstd_group_size=opts.mbstd_group, hyper_mod=True, kd_dim=2048 if kd_weight > 0 else 0,
+        mbstd_group_size=opts.mbstd_group, hyper_mod=True, kd_dim=kd_dim,
         mapping_kwargs=dnnlib.EasyDict(num_layers=2))
     # Blur sigma 10 -> 0 over --blur_fade_kimg (train.py default 200 = 3DGP, spec 5.4). Unlike EG3D's presets the value
     # is used as given, not scaled by batch/32: train.py cannot tell an explicit 200 from its default.

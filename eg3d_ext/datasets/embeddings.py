@@ -1,9 +1,9 @@
 """Teacher embeddings (timm backbones, default ResNet-50 2048-d pooled features) for the dataset and the KD head."""
 
+import math
 import os
 from typing import Any, Dict, Optional, Union
 
-import numpy as np
 import torch
 
 import dnnlib
@@ -14,21 +14,22 @@ class Teacher(torch.nn.Module):
     """Frozen timm backbone with pooled features: `Teacher(model_name, weights_path, device)(images) -> [N, D]`.
 
     Images: uint8 [N,3,H,W] in [0,255], or float [N,3,H,W] in [-1,1] (the EG3D training convention for real
-    images). They are resized to `input_size` (bilinear, antialiased) and normalised with the model's mean/std
-    (ImageNet for ResNet-50). The same class precomputes embeddings.npy and serves as the online KD teacher.
+    images). They get the model's timm eval transform as tensor ops (3DGP's extract_features.py, spec 6.5): resize
+    the short side to input_size / crop_pct with the model's interpolation (antialiased), center-crop input_size,
+    normalise with the model's mean/std. The same class precomputes embeddings.npy and serves as the online KD teacher.
     """
 
     def __init__(self,
         model_name:   str = 'resnet50',                 # Any timm model name.
         weights_path: Optional[str] = None,             # Local .safetensors/.pth/.bin state dict; None = timm cache.
         device:       Union[str, torch.device] = 'cpu',
-        input_size:   int = 224,
+        input_size:   Optional[int] = None,            # None: the model's own eval size (224 for ResNet-50).
         random_init:  bool = False,                     # True: random weights (tests / benchmarks only).
         model_kwargs: Optional[Dict[str, Any]] = None,  # Extra timm.create_model kwargs.
     ):
         super().__init__()
         import timm
-        self.model_name, self.input_size = model_name, input_size
+        self.model_name = model_name
         try:
             self.model = timm.create_model(model_name, pretrained=False, num_classes=0, **(model_kwargs or {}))
         except RuntimeError as err: # timm: "Unknown model"
@@ -39,6 +40,9 @@ class Teacher(torch.nn.Module):
         self.model.eval().requires_grad_(False).to(device)
         self.register_buffer('mean', torch.tensor(cfg.get('mean', (0.485, 0.456, 0.406)), dtype=torch.float32).view(1, 3, 1, 1).to(device))
         self.register_buffer('std', torch.tensor(cfg.get('std', (0.229, 0.224, 0.225)), dtype=torch.float32).view(1, 3, 1, 1).to(device))
+        self.input_size = int(input_size or cfg.get('input_size', (3, 224, 224))[-1])
+        self.crop_pct = float(cfg.get('crop_pct', 0.875))
+        self.interpolation = 'bilinear' if cfg.get('interpolation') == 'bilinear' else 'bicubic'
         self.dim = int(self.model.num_features)
 
     def _load_state(self, weights_path: Optional[str]) -> Dict[str, torch.Tensor]:
@@ -66,34 +70,28 @@ class Teacher(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f'Teacher expects images [N,3,H,W], got {tuple(images.shape)}')
+        return self.model(self.preprocess(images)).float()
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 or [-1,1] images [N,3,H,W] -> normalised [N,3,input_size,input_size] model input."""
         x = images.to(self.mean.device)
         x = x.float() / 255 if x.dtype == torch.uint8 else (x.float() + 1) / 2
-        if x.shape[-2:] != (self.input_size, self.input_size):
-            x = torch.nn.functional.interpolate(x, size=(self.input_size, self.input_size), mode='bilinear', align_corners=False, antialias=True)
-        return self.model((x - self.mean) / self.std).float()
+        h, w = x.shape[-2:]
+        short = math.floor(self.input_size / self.crop_pct) # torchvision Resize(int): short side exact, long truncated
+        size = [short, int(short * w / h)] if h <= w else [int(short * h / w), short]
+        if size != [h, w]:
+            x = torch.nn.functional.interpolate(x, size=size, mode=self.interpolation, align_corners=False, antialias=True)
+            x = x.clamp(0, 1) # bicubic overshoot; PIL clamps to uint8 as well
+        top, left = [int(round((s - self.input_size) / 2)) for s in size] # torchvision CenterCrop
+        x = x[:, :, top:top + self.input_size, left:left + self.input_size]
+        return (x - self.mean) / self.std
 
 #----------------------------------------------------------------------------
 
-def compute_embeddings(teacher: Teacher, images_iter, num: int, batch_size: int = 32, dtype=np.float16, progress: bool = True) -> np.ndarray:
-    """Embed uint8 HWC numpy images from `images_iter` (in dataset order) -> [num, D] array of `dtype`."""
-    import tqdm
-    out = np.zeros([num, teacher.dim], dtype=dtype)
-    batch, i = [], 0
-    def flush():
-        nonlocal batch, i
-        if batch:
-            x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2)
-            out[i:i + len(batch)] = teacher(x).cpu().numpy().astype(dtype)
-            i += len(batch)
-            batch = []
-    with tqdm.tqdm(total=num, disable=not progress, unit='img', desc=f'embeddings ({teacher.model_name})') as bar:
-        for img in images_iter:
-            batch.append(img)
-            if len(batch) == batch_size:
-                bar.update(len(batch)); flush()
-        bar.update(len(batch)); flush()
-    if i != num:
-        raise ValueError(f'compute_embeddings(): expected {num} images, got {i}')
-    return out
+def feature_dim(model_name: str) -> int:
+    """Width of a timm backbone's pooled features (the KD head's output size), without building its weights."""
+    import timm
+    with torch.device('meta'):
+        return int(timm.create_model(model_name, pretrained=False, num_classes=0).num_features)
 
 #----------------------------------------------------------------------------

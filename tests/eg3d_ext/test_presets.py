@@ -52,6 +52,22 @@ def test_3dgp_presets_use_their_own_defaults(zips, tmp_path):
     c, _ = dry_run(['--cfg=3dgp', '--data', zips['cls'], '--patch-res=16', '--cbase=1024', '--gamma=2', '--mirror=0'], tmp_path)
     assert c['G_kwargs']['channel_base'] == 1024 and c['loss_kwargs']['r1_gamma'] == 2 and c['training_set_kwargs']['xflip'] is False
 
+def test_3dgp_kd_head_width_follows_the_teacher(zips, tmp_path):
+    """KD head = the teacher's feature width: stored embeddings (any dim), an online timm teacher, or none."""
+    small = str(tmp_path / 'emb96.zip')
+    with zipfile.ZipFile(zips['cls']) as src, zipfile.ZipFile(small, 'w') as dst:
+        for name in src.namelist():
+            if name != 'embeddings.npy':
+                dst.writestr(name, src.read(name))
+        buf = io.BytesIO()
+        np.save(buf, np.zeros([8, 96], np.float16))
+        dst.writestr('embeddings.npy', buf.getvalue())
+    width = lambda args: dry_run(['--cfg=3dgp', '--patch-res=16'] + args, tmp_path)[0]['D_kwargs']['kd_dim']
+    assert width(['--data', zips['cls']]) == 2048
+    assert width(['--data', small]) == 96
+    assert width(['--data', small, '--teacher=resnet18']) == 512
+    assert width(['--data', small, '--kd-weight=0']) == 0
+
 def test_3dgp_blur_fade_follows_option_unscaled(zips, tmp_path):
     # Default: 3DGP's 200 kimg regardless of batch (EG3D would scale it by batch/32 -> 400 at batch 64).
     c, _ = dry_run(['--cfg=3dgp', '--data', zips['cls'], '--patch-res=16'], tmp_path)
