@@ -5,7 +5,7 @@ Usage (on a CUDA machine, from the repository root):
 
 Cases are plain `Case` records produced by the functions in `CASE_FACTORIES`; plugins are built through
 `PLUGINS` (op name -> build function returning True on success). To cover another op, write a
-`<op>_cases()` function and append it to `CASE_FACTORIES`, and add its `_init` to `PLUGINS`.
+`<op>_cases()` function and append it to `CASE_FACTORIES`, and add its `_plugin.ready` to `PLUGINS`.
 Exits with status 1 if any case fails or any plugin does not build.
 """
 
@@ -107,8 +107,8 @@ def upfirdn2d_cases() -> List[Case]:
 # Registry of what to build and check. Other ops append here.
 
 PLUGINS: Dict[str, Callable[[], bool]] = {
-    'bias_act': bias_act._init,
-    'upfirdn2d': upfirdn2d._init,
+    'bias_act': bias_act._plugin.ready,
+    'upfirdn2d': upfirdn2d._plugin.ready,
 }
 CASE_FACTORIES: List[Callable[[], List[Case]]] = [bias_act_cases, upfirdn2d_cases]
 
@@ -184,7 +184,7 @@ def grid_sample_gradfix_cases() -> List[Case]:
     # Plain F.grid_sample has no double backward, so the comparison stops at first order.
     return [Case('grid_sample_gradfix', 'bilinear [4,32,64,64] grid 48x48', inputs, fn, ('x', 'grid'), 1, 1e-4, 1e-5)]
 
-PLUGINS['filtered_lrelu'] = filtered_lrelu._init
+PLUGINS['filtered_lrelu'] = filtered_lrelu._plugin.ready
 PLUGINS['conv2d_gradfix'] = lambda: True  # No plugin: pure PyTorch custom autograd.
 PLUGINS['grid_sample_gradfix'] = lambda: True
 CASE_FACTORIES += [filtered_lrelu_cases, conv2d_gradfix_cases, grid_sample_gradfix_cases]
