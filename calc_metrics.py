@@ -77,7 +77,7 @@ def load_network(network_pkl: str) -> dict:
 def data_kwargs(data: str) -> dnnlib.EasyDict:
     """Dataset options for --data: EG3D's ImageFolderDataset, or the registered 'rgbd' loader for RGB-D zips, whose
     '<name>_depth.png' maps must not be counted as images (depth and embeddings are not loaded for metrics)."""
-    from metrics.camera_recovery import DatasetFiles
+    from metrics.dataset_files import DatasetFiles
     try:
         has_depth = any(name.endswith('_depth.png') for name in DatasetFiles(data).names)
     except (ValueError, OSError) as err:
@@ -122,7 +122,7 @@ def calc_metrics(ctx, network_pkl, metrics, data, mirror, gpus, device, detector
     fid2k_full, nfs256 (3DGP); camera_w1, depth_err (data sets with known cameras and depth).
     """
     registry.load_plugins()
-    from metrics import metric_main
+    from metrics import metric_main, metric_utils
     dnnlib.util.Logger(should_flush=True)
 
     # Validate arguments.
@@ -139,6 +139,13 @@ def calc_metrics(ctx, network_pkl, metrics, data, mirror, gpus, device, detector
     args.device = device
     if detector_dir is not None and not os.path.isdir(detector_dir):
         ctx.fail(f'--detector-dir {detector_dir!r} is not a folder')
+
+    # Find (or download) the detectors here, before any work: with --gpus > 1 a worker would report a missing file
+    # as a torch.multiprocessing exception instead of this one-line error.
+    try:
+        metric_utils.prepare_detectors(metric_main.detector_urls(args.metrics), detector_dir, verbose=verbose)
+    except dnnlib.util.MissingWeightsError as err:
+        raise click.ClickException(str(err))
 
     # Load network (once; spawned processes receive it pickled).
     network_dict = load_network(network_pkl)

@@ -10,7 +10,7 @@ import PIL.Image
 import torch
 
 from . import metric_utils
-from .camera_recovery import DatasetFiles, dataset_path
+from .dataset_files import DatasetFiles, dataset_path
 
 # A generated sample has no ground truth of its own, so each one is paired with the real image closest to it in
 # a small pixel space (RGB area-downsampled to PAIR_RES^2) and compared with that image's true depth, over the real
@@ -51,25 +51,40 @@ def _pair_features(images: torch.Tensor) -> torch.Tensor:
         x = x / 127.5 - 1
     return torch.nn.functional.interpolate(x[:, :3], size=(PAIR_RES, PAIR_RES), mode='area').flatten(1)
 
+# PIL modes of single-channel PNGs by bit depth ('I' is how older Pillow versions open 16-bit grayscale).
+PNG_16BIT_MODES = ('I;16', 'I;16B', 'I;16L', 'I')
+PNG_8BIT_MODES = ('L', 'LA', 'RGB', 'RGBA')
+
 def _decode_depth(files: DatasetFiles, name: str, info: dict) -> Tuple[np.ndarray, np.ndarray]:
-    """True depth [H,W] float64 and foreground mask of '<name>_depth.png' (16-bit; dataset.json "depth" gives the
-    encoding; with a global near/far range, the far code is background)."""
+    """True depth [H,W] float64 and foreground mask of '<name>_depth.png'.
+
+    The code range (255 or 65535) follows the PNG's bit depth, not its values: a 16-bit map of a near scene may
+    hold only codes below 256. dataset.json "depth" gives the encoding; with a global near/far range, the far code
+    (the largest one) is background.
+    """
     stem = name.rsplit('.', 1)[0]
     dname = stem + '_depth.png'
     if dname not in files.names:
         raise ValueError(f'{files.path}: no depth map {dname} for {name}; depth_err needs an RGB-D data set')
-    v = np.asarray(PIL.Image.open(io.BytesIO(files.read(dname))), dtype=np.float64)
+    img = PIL.Image.open(io.BytesIO(files.read(dname)))
+    if img.mode in PNG_16BIT_MODES:
+        vmax = 65535.0
+    elif img.mode in PNG_8BIT_MODES:
+        vmax = 255.0
+    else:
+        raise ValueError(f'{files.path}: depth map {dname} has PIL mode {img.mode!r}; expected 8- or 16-bit grayscale')
+    v = np.asarray(img, dtype=np.float64)
     if v.ndim == 3:
         v = v[..., 0]
-    vmax = 65535.0 if v.max() > 255 or info.get('encoding') == 'global_range' else 255.0
     if info.get('encoding') == 'global_range' and 'near' in info and 'far' in info:
         return info['near'] + v / vmax * (info['far'] - info['near']), v < vmax
     return v / vmax, np.ones_like(v, dtype=bool)
 
 def compute_depth_err(opts: metric_utils.MetricOptions, num_gen: int, max_real: Optional[int] = None,
                       batch_size: int = 8) -> Dict[str, float]:
+    """depth_err: mean aligned RMSE over generated samples whose paired real image has foreground depth."""
     import gen_utils
-    files = DatasetFiles(dataset_path(opts))
+    files = DatasetFiles(dataset_path(opts.dataset_kwargs))
     info = files.json().get('depth', {}) if 'dataset.json' in files.names else {}
     names = files.image_names()[:max_real]
     if not names:
@@ -81,13 +96,9 @@ def compute_depth_err(opts: metric_utils.MetricOptions, num_gen: int, max_real: 
     real_feats = torch.cat(real_feats).to(opts.device)
 
     G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
-    stats = metric_utils.FeatureStats(capture_all=True, max_items=num_gen)
-    progress = opts.progress.sub(tag='depth_err renders', num_items=num_gen)
-    batches = metric_utils.generated_batches(opts, batch_size)
-    while not stats.is_full():
-        z, c = next(batches)
-        with torch.no_grad():
-            out = gen_utils.generate(G, z, c, **opts.G_kwargs)
+    def errors(z: torch.Tensor, c: Optional[torch.Tensor]) -> torch.Tensor:
+        """[batch, 2]: (error if valid else 0, valid); valid = the paired real has >= 4 foreground pixels."""
+        out = gen_utils.generate(G, z, c, **opts.G_kwargs)
         if 'image_depth' not in out:
             raise ValueError(f'{type(G).__name__} returned no image_depth: depth_err needs rendered depth')
         depth = out['image_depth'].to(torch.float32)
@@ -102,11 +113,11 @@ def compute_depth_err(opts: metric_utils.MetricOptions, num_gen: int, max_real: 
         target, mask = torch.cat(targets).to(opts.device), torch.cat(masks).to(opts.device)
         err = aligned_depth_error(depth, target, mask)
         valid = (mask.flatten(1).sum(1) >= 4).to(torch.float32)
-        stats.append_torch(torch.stack([err * valid, valid], dim=1), num_gpus=opts.num_gpus, rank=opts.rank)
-        progress.update(stats.num_items)
+        return torch.stack([err * valid, valid], dim=1)
+    rows = metric_utils.compute_generated_rows(opts, errors, num_gen, batch_size, tag='depth_err renders')
     if opts.rank != 0:
         return dict(depth_err=float('nan'))
-    err, valid = stats.get_all().T
+    err, valid = rows.T
     if valid.sum() == 0:
         raise ValueError('depth_err: no generated sample was paired with a real image that has foreground depth')
     return dict(depth_err=float(err.sum() / valid.sum()))

@@ -27,6 +27,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 #----------------------------------------------------------------------------
 
 def compute_fid(opts: metric_utils.MetricOptions, max_real: Optional[int], num_gen: int) -> float:
+    """FID between Inception pool features of `num_gen` fakes and of up to `max_real` reals (None = all; cached).
+    Returns NaN on ranks other than 0."""
     # Direct TorchScript translation of http://download.tensorflow.org/models/image/imagenet/inception-2015-12-05.tgz
     detector_url = metric_utils.DETECTOR_URLS.inception
     detector_kwargs = dict(return_features=True) # Return raw features before the softmax layer.

@@ -26,6 +26,8 @@ def inception_score(probs: np.ndarray, num_splits: int = 10) -> Tuple[float, flo
 #----------------------------------------------------------------------------
 
 def compute_is(opts: metric_utils.MetricOptions, num_gen: int, num_splits: int) -> Tuple[float, float]:
+    """(mean, std) over `num_splits` splits of the Inception Score of `num_gen` fakes (class probabilities without
+    the output bias, as the original). Returns NaNs on ranks other than 0."""
     detector_url = metric_utils.DETECTOR_URLS.inception
     detector_kwargs = dict(no_output_bias=True) # Match the original implementation by not applying bias in the softmax layer.
 

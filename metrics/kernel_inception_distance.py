@@ -31,6 +31,8 @@ def kernel_distance(real_features: np.ndarray, gen_features: np.ndarray, num_sub
 
 def compute_kid(opts: metric_utils.MetricOptions, max_real: Optional[int], num_gen: int, num_subsets: int,
                 max_subset_size: int) -> float:
+    """KID between Inception pool features of `num_gen` fakes and up to `max_real` reals, averaged over
+    `num_subsets` subsets of at most `max_subset_size` (seeded by opts.seed). Returns NaN on ranks other than 0."""
     detector_url = metric_utils.DETECTOR_URLS.inception
     detector_kwargs = dict(return_features=True)
 

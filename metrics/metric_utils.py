@@ -5,7 +5,9 @@ import hashlib
 import os
 import pickle
 import time
-from typing import Any, Callable, Dict, Optional, Union
+import urllib.parse
+import urllib.request
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -18,6 +20,7 @@ import dnnlib
 class MetricOptions:
     """What a metric needs: the generator, how to build the real dataset, the DDP rank and where to find detectors.
 
+    device:       default cuda:<rank> when CUDA is available, else CPU.
     detector_dir: folder holding detector pickles by file name (else $EG3D_DETECTOR_DIR, else the URL cache).
     seed:         seed for latents and sampled labels, so that repeated evaluations see the same fakes.
     """
@@ -32,8 +35,8 @@ class MetricOptions:
         self.dataset_kwargs = dnnlib.EasyDict(dataset_kwargs)
         self.num_gpus = num_gpus
         self.rank = rank
-        if device is None: # CPU is the default everywhere; DDP runs pass cuda:rank explicitly.
-            device = torch.device('cuda', rank) if torch.cuda.is_available() and num_gpus > 1 else torch.device('cpu')
+        if device is None: # as EG3D: this rank's GPU when there is one
+            device = torch.device('cuda', rank) if torch.cuda.is_available() else torch.device('cpu')
         self.device = torch.device(device)
         self.progress = progress.sub() if progress is not None and rank == 0 else ProgressMonitor()
         self.cache = cache
@@ -55,6 +58,7 @@ _detector_overrides: Dict[str, Callable[[], torch.nn.Module]] = dict()
 _feature_detector_cache: Dict[Any, torch.nn.Module] = dict()
 
 def get_feature_detector_name(url: str) -> str:
+    """The detector's name: its file name without extension (.../inception-2015-12-05.pkl -> inception-2015-12-05)."""
     return os.path.splitext(url.split('/')[-1])[0]
 
 def register_detector(name: str, factory: Optional[Callable[[], torch.nn.Module]]) -> None:
@@ -77,29 +81,65 @@ def detector_fingerprint(url: str) -> str:
         md5.update(t.detach().cpu().contiguous().numpy().tobytes())
     return f'injected:{name}:{md5.hexdigest()}'
 
-def _locate_detector(url: str, detector_dir: Optional[str], verbose: bool) -> str:
-    fname = url.split('/')[-1]
-    detector_dir = detector_dir or os.environ.get(DETECTOR_DIR_ENV) or None
+def _detector_dir(detector_dir: Optional[str]) -> Optional[str]:
+    """The detector folder in effect: the argument, else $EG3D_DETECTOR_DIR, else None (download cache)."""
+    return detector_dir or os.environ.get(DETECTOR_DIR_ENV) or None
+
+def _find_detector(url: str, detector_dir: Optional[str]) -> Tuple[Optional[str], str]:
+    """(the detector's file if it is on disk, else None; where it belongs). Downloads nothing.
+
+    With a detector folder (resolved from the argument or $EG3D_DETECTOR_DIR) the file belongs in it, though a
+    copy in the download cache is accepted too; without one it belongs in the download cache (URLs) or at the path.
+    """
+    if url.startswith('file://'):
+        url = urllib.request.url2pathname(urllib.parse.urlparse(url).path)
+    cached = dnnlib.util.url_cache_path(url) if dnnlib.util.is_url(url) else None
     if detector_dir is not None:
-        path = os.path.join(detector_dir, fname)
-        if os.path.isfile(path):
-            return path
-        cached = dnnlib.util.url_cache_path(url) if dnnlib.util.is_url(url) else None
-        if cached is not None and os.path.isfile(cached):
-            return cached
+        expected = os.path.join(detector_dir, url.split('/')[-1])
+    else:
+        expected = cached if cached is not None else url
+    found = next((p for p in (expected, cached) if p is not None and os.path.isfile(p)), None)
+    return found, expected
+
+def _locate_detector(url: str, detector_dir: Optional[str], verbose: bool) -> str:
+    """The detector's local file, downloading it into the cache if needed; MissingWeightsError naming the file
+    and where to put it otherwise."""
+    fname = url.split('/')[-1]
+    detector_dir = _detector_dir(detector_dir)
+    path, expected = _find_detector(url, detector_dir)
+    if path is not None:
+        return path
+    if detector_dir is not None:
         raise dnnlib.util.MissingWeightsError(
             f'Feature detector {fname} not found in the detector directory {detector_dir} (from --detector-dir or '
-            f'${DETECTOR_DIR_ENV}). Download {url} and save it as {path}.')
-    if not dnnlib.util.is_url(url) and not url.startswith('file://'):
-        if os.path.isfile(url):
-            return url
-        raise dnnlib.util.MissingWeightsError(f'Feature detector file {url} does not exist.')
+            f'${DETECTOR_DIR_ENV}). Download {url} and save it as {expected}.')
+    if not dnnlib.util.is_url(url):
+        raise dnnlib.util.MissingWeightsError(f'Feature detector file {expected} does not exist.')
     try:
         return dnnlib.util.open_url(url, num_attempts=1, verbose=verbose, return_filename=True)
     except (dnnlib.util.MissingWeightsError, OSError) as err:
         raise dnnlib.util.MissingWeightsError(
             f'Feature detector {fname} is not available ({err}). Download {url} and put it in a folder passed as '
             f'--detector-dir (or set ${DETECTOR_DIR_ENV}), i.e. <dir>/{fname}.') from None
+
+def missing_detector_files(urls: Iterable[str], detector_dir: Optional[str] = None) -> List[Tuple[str, str]]:
+    """(file name, path where it belongs) for each detector that is neither injected nor on disk, in the order of
+    `urls` without repeats. Downloads nothing, so a launcher can check before any work starts."""
+    missing = []
+    for url in dict.fromkeys(urls):
+        if get_feature_detector_name(url) in _detector_overrides:
+            continue
+        found, expected = _find_detector(url, _detector_dir(detector_dir))
+        if found is None:
+            missing.append((url.split('/')[-1], expected))
+    return missing
+
+def prepare_detectors(urls: Iterable[str], detector_dir: Optional[str] = None, verbose: bool = False) -> None:
+    """Make each detector loadable before any work starts: injected ones need nothing, the others are found on
+    disk or downloaded now. Raises the MissingWeightsError that get_feature_detector would raise later."""
+    for url in dict.fromkeys(urls):
+        if get_feature_detector_name(url) not in _detector_overrides:
+            _locate_detector(url, detector_dir, verbose)
 
 def get_feature_detector(url: str, device: Union[str, torch.device] = 'cpu', num_gpus: int = 1, rank: int = 0,
                          verbose: bool = False, detector_dir: Optional[str] = None) -> torch.nn.Module:
@@ -156,6 +196,8 @@ class TinyDetector(torch.nn.Module):
 # Feature statistics (float64 running mean/cov and/or all rows).
 
 class FeatureStats:
+    """Accumulates feature rows [N, D] up to max_items: all rows (capture_all) and/or float64 running sums for the
+    mean and covariance (capture_mean_cov). Items past max_items are dropped, so batches may overshoot."""
     def __init__(self, capture_all: bool = False, capture_mean_cov: bool = False, max_items: Optional[int] = None):
         self.capture_all = capture_all
         self.capture_mean_cov = capture_mean_cov
@@ -164,6 +206,7 @@ class FeatureStats:
         self.num_features = self.all_features = self.raw_mean = self.raw_cov = None
 
     def set_num_features(self, num_features: int) -> None:
+        """Fix the feature width D on the first append (later appends must match) and allocate the sums."""
         if self.num_features is not None:
             assert num_features == self.num_features
         else:
@@ -173,9 +216,11 @@ class FeatureStats:
             self.raw_cov = np.zeros([num_features, num_features], dtype=np.float64)
 
     def is_full(self) -> bool:
+        """True once max_items rows have been appended (never without max_items)."""
         return (self.max_items is not None) and (self.num_items >= self.max_items)
 
     def append(self, x: np.ndarray) -> None:
+        """Add rows x [n, D] (as float32), truncated to what max_items still allows."""
         x = np.asarray(x, dtype=np.float32)
         assert x.ndim == 2
         if (self.max_items is not None) and (self.num_items + x.shape[0] > self.max_items):
@@ -205,25 +250,29 @@ class FeatureStats:
         self.append(x.cpu().numpy())
 
     def get_all(self) -> np.ndarray:
+        """All captured rows [num_items, D] float32 (needs capture_all)."""
         assert self.capture_all
         return np.concatenate(self.all_features, axis=0)
 
     def get_all_torch(self) -> torch.Tensor:
+        """get_all() as a CPU tensor."""
         return torch.from_numpy(self.get_all())
 
-    def get_mean_cov(self):
-        """Mean and biased covariance (divided by N), as EG3D/StyleGAN."""
+    def get_mean_cov(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Mean [D] and biased covariance [D, D] (divided by N), float64, as EG3D (needs capture_mean_cov)."""
         assert self.capture_mean_cov
         mean = self.raw_mean / self.num_items
         cov = self.raw_cov / self.num_items
         return mean, cov - np.outer(mean, mean)
 
     def save(self, pkl_file: str) -> None:
+        """Pickle the state atomically (a crash leaves no half-written cache file)."""
         with dnnlib.util.atomic_write(pkl_file, 'wb') as f:
             pickle.dump(self.__dict__, f)
 
     @staticmethod
     def load(pkl_file: str) -> 'FeatureStats':
+        """Inverse of save()."""
         with open(pkl_file, 'rb') as f:
             s = dnnlib.EasyDict(pickle.load(f))
         obj = FeatureStats(capture_all=s.capture_all, max_items=s.max_items)
@@ -362,6 +411,21 @@ def generated_batches(opts: MetricOptions, batch_gen: int, labels: bool = True):
     while True:
         z = torch.randn([batch_gen, opts.G.z_dim], generator=gen).to(opts.device)
         yield z, (next(label_iter) if labels else None)
+
+def compute_generated_rows(opts: MetricOptions, row_fn: Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor],
+                           num_gen: int, batch_size: int, tag: str, labels: bool = True) -> np.ndarray:
+    """Rows [num_gen, D] float32 of row_fn(z, c) -> [batch, D] (run without grad) over generated_batches, gathered
+    from all ranks in item order, with a progress bar: the loop of the metrics that are not detector features."""
+    stats = FeatureStats(capture_all=True, max_items=num_gen)
+    progress = opts.progress.sub(tag=tag, num_items=num_gen)
+    batches = generated_batches(opts, batch_size, labels=labels)
+    while not stats.is_full():
+        z, c = next(batches)
+        with torch.no_grad():
+            rows = row_fn(z, c)
+        stats.append_torch(rows.to(device=opts.device, dtype=torch.float32), num_gpus=opts.num_gpus, rank=opts.rank)
+        progress.update(stats.num_items)
+    return stats.get_all()
 
 def compute_feature_stats_for_generator(opts: MetricOptions, detector_url: str, detector_kwargs: dict, rel_lo: float = 0,
                                         rel_hi: float = 1, batch_size: int = 64, batch_gen: Optional[int] = None,

@@ -55,6 +55,8 @@ def precision_recall(real_features: torch.Tensor, gen_features: torch.Tensor, nh
 
 def compute_pr(opts: metric_utils.MetricOptions, max_real: Optional[int], num_gen: int, nhood_size: int,
                row_batch_size: int, col_batch_size: int) -> Tuple[float, float]:
+    """(precision, recall) of `num_gen` fakes against up to `max_real` reals in VGG16 feature space, with k =
+    `nhood_size` neighbourhoods; distances are computed in row x column batches split over ranks. NaNs off rank 0."""
     detector_url = metric_utils.DETECTOR_URLS.vgg16
     detector_kwargs = dict(return_features=True)
 

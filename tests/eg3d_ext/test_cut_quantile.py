@@ -97,7 +97,7 @@ def test_nfs256_protocol_end_to_end(monkeypatch):
     monkeypatch.setattr(generator.Generator, 'synthesis', synthesis)
     nfs = non_flatness.compute_nfs(metric_utils.MetricOptions(G=G), num_gen=6, batch_size=4)
     assert G.rendering_kwargs['cut_quantile'] == 0 and G.training # metric works on a private copy
-    assert len(seen) == 2 and all(not s['training'] and s['cut'] == 0.5 and s['res'] == 16 for s in seen)
+    assert len(seen) == 2 and all(not s['training'] and s['cut'] == 0.5 and s['res'] == 256 for s in seen) # nfs256 protocol
     assert spy.calls and all(k['cut'] == 0.5 for k in spy.calls) and len(spy.calls) == 4 # 2 batches x 2 passes
     params = camera.c25_to_params(torch.cat([s['c25'] for s in seen]))
     np.testing.assert_allclose(params[:, camera.IDX['yaw']].numpy(), 0, atol=1e-5) # frontal prior angles

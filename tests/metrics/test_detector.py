@@ -38,6 +38,27 @@ def test_missing_detector_without_dir_is_clear_offline(cache_dir):
     msg = str(info.value)
     assert 'vgg16.pkl' in msg and '--detector-dir' in msg and metric_utils.DETECTOR_DIR_ENV in msg
 
+def test_missing_detectors_lists_files_without_downloading(cache_dir, tmp_path, monkeypatch):
+    folder = tmp_path / 'detectors'
+    folder.mkdir()
+    monkeypatch.setattr(dnnlib.util, 'open_url', lambda *a, **k: pytest.fail('must not download'))
+    want = [('inception-2015-12-05.pkl', str(folder / 'inception-2015-12-05.pkl'))]
+    assert metric_main.missing_detectors(['fid50k_full', 'kid50k_full', 'nfs256'], str(folder)) == want # no repeats
+    assert metric_main.missing_detectors(['pr50k3_full'], str(folder)) == [('vgg16.pkl', str(folder / 'vgg16.pkl'))]
+    assert metric_main.missing_detectors(['nfs256', 'camera_w1', 'depth_err'], str(folder)) == [] # need none
+    # Without a folder the file belongs in the download cache.
+    cached = dnnlib.util.url_cache_path(INCEPTION)
+    assert metric_main.missing_detectors(['fid2k_full']) == [('inception-2015-12-05.pkl', cached)]
+    monkeypatch.setenv(metric_utils.DETECTOR_DIR_ENV, str(folder)) # ... or in $EG3D_DETECTOR_DIR
+    assert metric_main.missing_detectors(['fid2k_full']) == want
+    (folder / 'inception-2015-12-05.pkl').write_bytes(b'')
+    assert metric_main.missing_detectors(['fid2k_full', 'is50k']) == []
+    metric_utils.register_detector('vgg16', lambda: metric_utils.TinyDetector(seed=0)) # injected: never missing
+    try:
+        assert metric_main.missing_detectors(['pr50k3_full'], str(folder)) == []
+    finally:
+        metric_utils.register_detector('vgg16', None)
+
 def test_detector_loaded_from_env_dir(cache_dir, tmp_path, monkeypatch):
     folder = tmp_path / 'detectors'
     folder.mkdir()
