@@ -9,9 +9,12 @@ import torch
 
 import dnnlib
 
-# Two generator families are supported (CONVENTIONS "Shared interfaces"):
-#   EG3D   G(z, c25) -> dict(image, image_raw, image_depth); c25 both conditions the mapping and places the camera.
-#   3DGP   G.learns_camera = True; G(z, c_class, camera_params=None|[N,25], camera_mode='learned'|'prior').
+# Two generator families are supported:
+#   EG3D   G(z, c25) -> dict(image, image_raw, image_depth); c25 both conditions the mapping and places the camera
+#          (training/triplane.py TriPlaneGenerator).
+#   3DGP   G.learns_camera = True; G(z, c_class, camera_params=None|[N,25], camera_mode='learned'|'prior')
+#          (eg3d_ext/generator.py Generator; released 3DGP / EpiGRAF pickles get the same interface on loading,
+#          eg3d_ext/compat/generator.py LegacyGenerator).
 # Plain 2D StyleGAN generators (returning a tensor) are accepted by generate() for the image metrics.
 
 EG3D_DEFAULT_FOV = 18.837   # degrees, EG3D's FFHQ value (gen_samples --fov-deg), in EG3D's FOV_to_intrinsics convention.
@@ -86,7 +89,8 @@ def is_3d(G: torch.nn.Module) -> bool:
     """True for generators that render (EG3D tri-plane or 3DGP); False for 2D StyleGAN generators."""
     return learns_camera(G) or hasattr(G, 'rendering_kwargs')
 
-def rendering_kwargs(G: torch.nn.Module) -> dict:
+def rendering_kwargs(G: torch.nn.Module) -> Dict[str, Any]:
+    """A copy of G.rendering_kwargs (ray_start/ray_end, box_warp, avg_camera_* ...); {} for 2D generators."""
     return dict(getattr(G, 'rendering_kwargs', None) or {})
 
 def depth_range(G: torch.nn.Module) -> Optional[Tuple[float, float]]:

@@ -7,7 +7,7 @@ import os
 import pickle
 import re
 import sys
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import click
 import numpy as np
@@ -30,6 +30,12 @@ def register_module_alias(old_prefix: str, new_prefix: str) -> None:
 
 def register_class_alias(module: str, name: str, target: Any) -> None:
     CLASS_ALIASES[(module, name)] = target
+
+LOAD_HOOKS: List[Callable[[dict], dict]] = [] # data -> data after loading (e.g. wrap 3DGP generators in our interface)
+
+def register_load_hook(fn: Callable[[dict], dict]) -> None:
+    if fn not in LOAD_HOOKS:
+        LOAD_HOOKS.append(fn)
 
 def _alias_module(module: str) -> str:
     for old in sorted(MODULE_ALIASES, key=len, reverse=True):  # longest prefix wins
@@ -118,6 +124,8 @@ def load_network_pkl(f, force_fp16: bool = False) -> dict:
                 new = type(old)(**kwargs).eval().requires_grad_(False)
                 misc.copy_params_and_buffers(old, new, require_all=True)
                 data[key] = new
+    for hook in LOAD_HOOKS:
+        data = hook(data)
     return data
 
 #----------------------------------------------------------------------------

@@ -9,7 +9,9 @@ the non-persistent `training.networks_discriminator.Discriminator`; their embedd
 * a meta-path finder, appended *last* to sys.meta_path, that serves `src.*` (and `omegaconf` when it is not
   installed) to `import` statements inside embedded sources. Being last, a real `src` package or omegaconf wins.
 * a persistence import hook that turns stand-in omegaconf configs in persistent objects' state into EasyDicts (what
-  3DGP's own loader does with `EasyDict.init_recursively(G.cfg)`).
+  3DGP's own loader does with `EasyDict.init_recursively(G.cfg)`), and
+* a load hook that wraps the restored generators (G, G_ema) in `generator.LegacyGenerator`, which gives them this
+  repo's generator interface for gen_samples, gen_videos, calc_metrics and the viewer.
 
 CUDA storages in 3DGP pickles (its loop does not move modules to the CPU) are mapped to the CPU by legacy.py's
 `torch.storage._load_from_bytes` substitute.
@@ -121,8 +123,8 @@ def _convert_configs_hook(meta: dict) -> dict:
 _installed = False
 
 def install() -> bool:
-    """Register aliases with legacy.py, the import finder and the config hook (idempotent). False if legacy.py
-    offers no alias hooks."""
+    """Register aliases and the load hook with legacy.py, the import finder and the config hook (idempotent). False
+    if legacy.py offers no such hooks."""
     global _installed
     if _installed:
         return True
@@ -130,7 +132,7 @@ def install() -> bool:
         import legacy
     except ImportError:
         return False
-    if not hasattr(legacy, 'register_module_alias') or not hasattr(legacy, 'register_class_alias'):
+    if not all(hasattr(legacy, name) for name in ('register_module_alias', 'register_class_alias', 'register_load_hook')):
         return False
     for old, new in MODULE_MAP.items():
         legacy.register_module_alias(old, new)
@@ -143,6 +145,8 @@ def install() -> bool:
         sys.meta_path.append(_AliasFinder())
     from torch_utils import persistence
     persistence.import_hook(_convert_configs_hook)
+    from .generator import adapt_generators
+    legacy.register_load_hook(adapt_generators)
     _installed = True
     return True
 

@@ -32,12 +32,14 @@ def compute_cam2world_matrix(camera_params: Dict[str, torch.Tensor]) -> torch.Te
     c2w[:, :3, 3] = origin
     return c2w
 
-def sample_rays(cam2world: torch.Tensor, fov: torch.Tensor, resolution: Union[int, Tuple[int, int]],
-                patch_params: Optional[Dict[str, torch.Tensor]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Returns (ray_d_world [B, H*W, 3] unit, ray_o_world [B, H*W, 3]), pixels row-major. Pixel (i, j) has
-    u = -1 + 2j/(W-1), v = 1 - 2i/(H-1); a patch (scales s, offsets o) maps them to (u+1)s - 1 + 2o; the camera-space
-    direction is normalize(u, v, -1/tan(fov/2)), fov in degrees."""
-    H, W = (resolution, resolution) if isinstance(resolution, int) else resolution
+def sample_rays(cam2world: torch.Tensor, fov: Union[float, torch.Tensor], resolution: Union[int, Tuple[int, int]],
+                patch_params: Optional[Dict[str, torch.Tensor]] = None,
+                device: Any = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """3DGP's signature and output order: (ray_o_world, ray_d_world), each [B, H*W, 3] (unit directions), pixels
+    row-major; resolution is (W, H) or an int. Pixel (i, j) has u = -1 + 2j/(W-1), v = 1 - 2i/(H-1); a patch
+    (scales s, offsets o) maps them to (u+1)s - 1 + 2o; the camera-space direction is normalize(u, v, -1/tan(fov/2)),
+    fov in degrees. `device` is accepted for the callers that pass it; the rays live on cam2world's device."""
+    W, H = (resolution, resolution) if isinstance(resolution, int) else resolution
     B, dev, dt = cam2world.shape[0], cam2world.device, cam2world.dtype
     v, u = torch.meshgrid(torch.linspace(1, -1, H, device=dev, dtype=dt), torch.linspace(-1, 1, W, device=dev, dtype=dt), indexing='ij')
     u, v = u.reshape(1, -1).expand(B, -1), v.reshape(1, -1).expand(B, -1)
@@ -50,7 +52,7 @@ def sample_rays(cam2world: torch.Tensor, fov: torch.Tensor, resolution: Union[in
     d_cam = normalize(torch.stack([u, v, z], dim=-1))
     ray_d = torch.bmm(d_cam, cam2world[:, :3, :3].transpose(1, 2))
     ray_o = cam2world[:, None, :3, 3].expand_as(ray_d)
-    return ray_d, ray_o
+    return ray_o, ray_d
 
 #----------------------------------------------------------------------------
 # Prior sampling from a 3DGP camera config node (configs/camera/*.yaml layout: origin.{angles,radius}, fov,
@@ -80,12 +82,16 @@ def _sample_angles(spec: Any, n: int, device: Any, origin: bool) -> Tuple[torch.
         pitch_spec['mean'] = (pitch_spec['min'] + pitch_spec['max']) / 2
     return _sample(yaw_spec, n, device), _sample(pitch_spec, n, device).clamp(1e-5, math.pi - 1e-5)
 
-def sample_camera_params(cfg: Any, batch_size: int, device: Any = 'cpu') -> TensorGroup:
-    """Prior cameras: TensorGroup(angles [B,3] (roll 0), fov [B], radius [B], look_at [B,3])."""
-    yaw, pitch = _sample_angles(cfg.origin.angles, batch_size, device, origin=True)
+def sample_camera_params(cfg: Any, batch_size: int, device: Any = 'cpu',
+                         origin_angles: Optional[torch.Tensor] = None) -> TensorGroup:
+    """Prior cameras: TensorGroup(angles [B,3] (roll 0), fov [B], radius [B], look_at [B,3]); origin_angles [B,3]
+    replaces the sampled origin angles (3DGP's signature)."""
+    if origin_angles is None:
+        yaw, pitch = _sample_angles(cfg.origin.angles, batch_size, device, origin=True)
+        origin_angles = torch.stack([yaw, pitch, torch.zeros_like(yaw)], dim=1)
     la_yaw, la_pitch = _sample_angles(cfg.look_at.angles, batch_size, device, origin=False)
     return TensorGroup(
-        angles=torch.stack([yaw, pitch, torch.zeros_like(yaw)], dim=1),
+        angles=origin_angles,
         fov=_sample(cfg.fov, batch_size, device),
         radius=_sample(cfg.origin.radius, batch_size, device),
         look_at=torch.stack([la_yaw, la_pitch, _sample(cfg.look_at.radius, batch_size, device)], dim=1))

@@ -6,13 +6,14 @@ import torch
 
 #----------------------------------------------------------------------------
 
-def linear_schedule(step: float, val_start: float, val_end: float, period: float) -> float:
-    """lin(t; a -> b over T): val_start at step 0, val_end from step >= period on (period <= 0: val_end)."""
-    if period <= 0 or step >= period:
+def linear_schedule(step: float, val_start: float, val_end: float, period: float, start_step: float = 0) -> float:
+    """lin(t; a -> b over T) starting at start_step: val_start up to start_step, val_end from start_step + period on
+    (period <= 0: val_end from start_step on)."""
+    if step >= start_step + period:
         return val_end
-    if step <= 0:
+    if step <= start_step:
         return val_start
-    return val_start + (val_end - val_start) * step / period
+    return val_start + (val_end - val_start) * (step - start_step) / period
 
 def _cat(outs: list, dim: int) -> Any:
     first = outs[0]
