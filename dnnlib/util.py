@@ -7,6 +7,7 @@ import functools
 import hashlib
 import importlib
 import inspect
+import json
 import io
 import os
 import re
@@ -293,6 +294,17 @@ def atomic_write(path: Union[str, os.PathLike], mode: str = 'wb', **open_kwargs)
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+def append_jsonl(path: Union[str, os.PathLike], obj: dict) -> None:
+    """Append one JSON line to a .jsonl file atomically (rewrite + rename via atomic_write), so a killed process
+    never leaves a torn line; a torn last line left by another tool is dropped. One writer per file (rank 0)."""
+    old = b''
+    if os.path.isfile(path):
+        with open(path, 'rb') as f:
+            old = f.read()
+        old = old[:old.rfind(b'\n') + 1]
+    with atomic_write(path, 'wb') as f:
+        f.write(old + (json.dumps(obj) + '\n').encode('utf-8'))
 
 #----------------------------------------------------------------------------
 # URLs and downloads.

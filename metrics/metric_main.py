@@ -78,33 +78,15 @@ def calc_metric(metric: str, **kwargs) -> dnnlib.EasyDict:
 #----------------------------------------------------------------------------
 
 def report_metric(result_dict: dict, run_dir: Optional[str] = None, snapshot_pkl: Optional[str] = None) -> None:
-    """Print one JSON line and append it to <run_dir>/metric-<name>.jsonl.
-
-    The line goes out in a single O_APPEND write followed by fsync, so concurrent writers cannot interleave and
-    a crash loses at most this line; a torn last line from an older crash is terminated first.
-    """
+    """Print one JSON line and append it to <run_dir>/metric-<name>.jsonl (atomically: temp file, fsync, rename)."""
     metric = result_dict['metric']
     assert is_valid_metric(metric)
     if run_dir is not None and snapshot_pkl is not None:
         snapshot_pkl = os.path.relpath(snapshot_pkl, run_dir)
-
-    jsonl_line = json.dumps(dict(result_dict, snapshot_pkl=snapshot_pkl, timestamp=time.time()))
-    print(jsonl_line)
+    line = dict(result_dict, snapshot_pkl=snapshot_pkl, timestamp=time.time())
+    print(json.dumps(line))
     if run_dir is not None and os.path.isdir(run_dir):
-        path = os.path.join(run_dir, f'metric-{metric}.jsonl')
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        try:
-            data = (jsonl_line + '\n').encode('utf-8')
-            size = os.fstat(fd).st_size
-            if size > 0:
-                with open(path, 'rb') as f:
-                    f.seek(size - 1)
-                    if f.read(1) != b'\n':
-                        data = b'\n' + data
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        dnnlib.util.append_jsonl(os.path.join(run_dir, f'metric-{metric}.jsonl'), line)
 
 #----------------------------------------------------------------------------
 # Detectors each metric loads, declared next to the metric, so that calc_metrics and train.py can check (or fetch)

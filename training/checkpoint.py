@@ -256,15 +256,6 @@ def cleanup_temp_files(run_dir: str) -> List[str]:
 #----------------------------------------------------------------------------
 # JSONL logs: appended through an atomic rewrite, cut back to the checkpoint on resume/rollback.
 
-def append_jsonl(path: str, obj: dict) -> None:
-    old = b''
-    if os.path.isfile(path):
-        with open(path, 'rb') as f:
-            old = f.read()
-        old = old[:old.rfind(b'\n') + 1]  # drop a torn last line (e.g. written by another tool)
-    with dnnlib.util.atomic_write(path, 'wb') as f:
-        f.write(old + (json.dumps(obj) + '\n').encode('utf-8'))
-
 def truncate_jsonl_files(run_dir: str, lines: Dict[str, int]) -> None:
     """Cut every *.jsonl in run_dir to the number of lines recorded in the checkpoint (0 if not recorded)."""
     for name in sorted(os.listdir(run_dir)):

@@ -8,6 +8,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
+import dnnlib
 from training import checkpoint
 
 #----------------------------------------------------------------------------
@@ -179,7 +180,7 @@ def rollback_to_checkpoint(verdict, *, cur_nimg, cur_tick, guard, run_dir, rank,
         checkpoint.discard_newer(run_dir, state['cur_tick'])
         checkpoint.truncate_jsonl_files(run_dir, state['jsonl_lines'])
         one = lambda v: dict(num=1, mean=float(v), std=0.0)
-        checkpoint.append_jsonl(stats_jsonl, {'Guard/rollback': one(guard.total_rollbacks), 'Guard/failed_tick': one(cur_tick),
+        dnnlib.util.append_jsonl(stats_jsonl, {'Guard/rollback': one(guard.total_rollbacks), 'Guard/failed_tick': one(cur_tick),
                                               'Guard/failed_kimg': one(cur_nimg / 1e3), 'Progress/tick': one(state['cur_tick'] - 1),
                                               'Progress/kimg': one(state['cur_nimg'] / 1e3), 'Guard/lr_scale': one(guard.lr_scale),
                                               'Guard/gamma_scale': one(guard.gamma_scale),

@@ -62,7 +62,7 @@ def write_logs(stats_jsonl: Optional[str], stats_tfevents: Any, stats_dict: dict
     """Append one stats.jsonl line and the TensorBoard scalars of a tick (either sink may be None)."""
     timestamp = time.time()
     if stats_jsonl is not None:
-        checkpoint.append_jsonl(stats_jsonl, dict(stats_dict, timestamp=timestamp))
+        dnnlib.util.append_jsonl(stats_jsonl, dict(stats_dict, timestamp=timestamp))
     if stats_tfevents is not None:
         global_step = int(cur_nimg / 1e3)
         walltime = timestamp - start_time

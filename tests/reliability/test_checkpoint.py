@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import dnnlib
 from torch_utils import misc, training_stats
 from training import checkpoint
 from training.divergence import DivergenceGuard, TrainingDiverged
@@ -58,7 +59,7 @@ def test_find_latest_good_skips_corrupt_and_prunes(tmp_path, capsys):
 def test_jsonl_append_truncate_and_temp_cleanup(tmp_path):
     run, path = str(tmp_path), str(tmp_path / 'stats.jsonl')
     for i in range(3):
-        checkpoint.append_jsonl(path, {'i': i})
+        dnnlib.util.append_jsonl(path, {'i': i})
     open(path, 'a').write('{"torn": ')  # e.g. power loss mid-line
     open(tmp_path / 'metric-x.jsonl', 'w').write('{"a": 1}\n')
     open(tmp_path / '.network-snapshot-000000.pkl.k2j3h4g5.tmp', 'w').write('half')
