@@ -77,8 +77,9 @@ class MissingModuleError(ImportError):
 
 #----------------------------------------------------------------------------
 
-def load_network_pkl(f, force_fp16: bool = False) -> dict:
-    """Returns dict(G, D, G_ema, training_set_kwargs, augment_pipe, ...) from any supported network pickle."""
+def load_network_pkl(f, force_fp16: bool = False, adapt: bool = True) -> dict:
+    """Returns dict(G, D, G_ema, training_set_kwargs, augment_pipe, ...) from any supported network pickle.
+    adapt=False skips the LOAD_HOOKS (e.g. keeps a 3DGP generator as pickled instead of wrapping it)."""
     src = getattr(f, 'name', '<stream>')
     registry.load_plugins() # plugins register module aliases for their own pickle formats (e.g. 3DGP's `src.*`)
     try:
@@ -124,7 +125,7 @@ def load_network_pkl(f, force_fp16: bool = False) -> dict:
                 new = type(old)(**kwargs).eval().requires_grad_(False)
                 misc.copy_params_and_buffers(old, new, require_all=True)
                 data[key] = new
-    for hook in LOAD_HOOKS:
+    for hook in LOAD_HOOKS if adapt else []:
         data = hook(data)
     return data
 
@@ -277,7 +278,7 @@ def convert_tf_discriminator(tf_D: _TFNetworkStub) -> torch.nn.Module:
 
 _pickle_warned = False
 
-def load_network(path: str, force_fp16: bool = False, trusted: Optional[bool] = None) -> dict:
+def load_network(path: str, force_fp16: bool = False, trusted: Optional[bool] = None, adapt: bool = True) -> dict:
     """Load a network file by suffix: .safetensors (safe, weights only) or a pickle (path or URL), which runs code
     from the file: a one-time warning says so unless trusted=True or the env var EG3D_TRUST_PICKLES=1."""
     global _pickle_warned
@@ -290,7 +291,7 @@ def load_network(path: str, force_fp16: bool = False, trusted: Optional[bool] = 
               f'`python legacy.py convert IN.pkl OUT.safetensors` for a weights-only file; EG3D_TRUST_PICKLES=1 silences '
               f'this.', file=sys.stderr)
     with dnnlib.util.open_url(path) as f:
-        return load_network_pkl(f, force_fp16=force_fp16)
+        return load_network_pkl(f, force_fp16=force_fp16, adapt=adapt)
 
 #----------------------------------------------------------------------------
 # CLI: `python legacy.py --source=... --dest=...` converts; `python legacy.py info PATH` inspects.
@@ -311,14 +312,14 @@ def main(ctx, source, dest, force_fp16):
         return
     if source is None or dest is None:
         raise click.UsageError('--source and --dest are required (or use the `info` command)')
+    _convert(source, dest, force_fp16)
+
+def _convert(source: str, dest: str, force_fp16: bool) -> None:
     print(f'Loading "{source}"...')
-    try:
-        data = load_network(source, force_fp16=force_fp16, trusted=True)
+    try: # trusted: the user asked to convert this very file; adapt=False: save the networks as they were pickled
+        data = load_network(source, force_fp16=force_fp16, trusted=True, adapt=False)
     except (IOError, ValueError) as err:
         raise click.ClickException(str(err))
-    _save(data, dest)
-
-def _save(data: dict, dest: str) -> None:
     print(f'Saving "{dest}"...')
     try:
         if dest.endswith('.safetensors'):
@@ -336,11 +337,7 @@ def _save(data: dict, dest: str) -> None:
 @click.option('--force-fp16', help='Force the networks to use FP16', type=bool, default=False, metavar='BOOL', show_default=True)
 def convert(source, dest, force_fp16):
     """Convert a network file: IN.pkl OUT.safetensors (weights-only, loads without unpickling), or back to a pickle."""
-    try:
-        data = load_network(source, force_fp16=force_fp16, trusted=True)  # the user asked to convert this very file
-    except (IOError, ValueError) as err:
-        raise click.ClickException(str(err))
-    _save(data, dest)
+    _convert(source, dest, force_fp16)
 
 @main.command('info')
 @click.argument('path')

@@ -4,6 +4,7 @@ rebuilt by allow-listed class name) and inspection of a pickle through inert sta
 import collections
 import hashlib
 import importlib
+import inspect
 import json
 import pickle
 import re
@@ -47,7 +48,7 @@ def canonical_class_name(module: torch.nn.Module) -> str:
             mod = importlib.import_module(mod_name)
         except ImportError:
             continue
-        if not isinstance(getattr(mod, name, None), type):
+        if not isinstance(getattr(mod, name, None), type) or not _accepts(getattr(mod, name), module):
             continue
         ours, theirs = _class_names_in(getattr(mod, '__source__', '') or _module_source(mod)), _class_names_in(src)
         score = len(ours & theirs) / max(len(ours | theirs), 1)
@@ -56,6 +57,18 @@ def canonical_class_name(module: torch.nn.Module) -> str:
     if best is None:
         raise ValueError(f'no importable class for {name!r} (from an embedded pickle module) under {", ".join(SAFE_PREFIXES)}')
     return best
+
+def _accepts(cls: type, module: torch.nn.Module) -> bool:
+    """Whether `cls` can be constructed with the arguments `module` was built with (a same-named class of another
+    code base, e.g. 3DGP's Generator vs ours, cannot)."""
+    cls = cls.__bases__[0] if hasattr(cls, '_orig_class_name') else cls # persistent wrapper: (*args, **kwargs)
+    if not issubclass(cls, torch.nn.Module): # e.g. eg3d_ext.compat stand-ins that only name 3DGP classes
+        return False
+    try:
+        inspect.signature(cls).bind(*getattr(module, 'init_args', ()), **getattr(module, 'init_kwargs', {}))
+        return True
+    except TypeError:
+        return False
 
 def _module_source(mod) -> str:
     try:
@@ -106,7 +119,9 @@ def save_safetensors(data: dict, path: str) -> None:
         if net is None:
             continue
         where = f'{path}: {key}'
-        nets[key] = dict(class_name=canonical_class_name(net), init_args=_to_json(list(getattr(net, 'init_args', ())), where),
+        class_name = canonical_class_name(net)
+        _check_allowed(class_name, where) # fail now, not when the file is loaded
+        nets[key] = dict(class_name=class_name, init_args=_to_json(list(getattr(net, 'init_args', ())), where),
                          init_kwargs=_to_json(dict(getattr(net, 'init_kwargs', {})), where),
                          attrs=_to_json({k: getattr(net, k) for k in ('neural_rendering_resolution', 'rendering_kwargs') if hasattr(net, k)}, where))
         for name, t in net.state_dict().items():

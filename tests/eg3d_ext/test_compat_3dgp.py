@@ -473,6 +473,22 @@ def test_gen_samples_cli_on_reference_pickles(pkl_3dgp, pkl_epigraf, which, tmp_
     assert PIL.Image.open(tmp_path / 'seed0001.png').size[1] == 6
     assert np.asarray(PIL.Image.open(tmp_path / 'seed0001_depth.png')).shape == (6, 6)
 
+def test_legacy_convert_keeps_the_reference_classes(pkl_3dgp, tmp_path):
+    """`legacy.py convert` re-saves what was pickled (no adapter inside, so the file stays loadable by 3DGP's code),
+    and refuses .safetensors for classes that exist only as embedded pickle source."""
+    import pickle
+    from click.testing import CliRunner
+    import legacy
+    dest = str(tmp_path / 'copy.pkl')
+    res = CliRunner().invoke(legacy.main, ['convert', pkl_3dgp[0], dest])
+    assert res.exit_code == 0, res.output
+    with open(dest, 'rb') as f:
+        raw = legacy.load_network_pkl(f, adapt=False)
+    assert type(raw['G_ema']).__name__ != 'LegacyGenerator' and 'eg3d_ext.compat' not in pickle.dumps(raw['G_ema']).decode('latin-1')
+    assert type(_load(dest)['G_ema']).__name__ == 'LegacyGenerator'
+    res = CliRunner().invoke(legacy.main, ['convert', pkl_3dgp[0], str(tmp_path / 'w.safetensors')])
+    assert res.exit_code != 0 and 'cannot write' in res.output and not os.path.exists(tmp_path / 'w.safetensors')
+
 def test_cuda_bytes_need_the_cpu_mapping(pkl_3dgp):
     if torch.cuda.is_available():
         pytest.skip('the failure being guarded against needs a CPU-only host')

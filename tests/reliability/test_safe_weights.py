@@ -93,6 +93,8 @@ def test_refuses_classes_outside_the_allowlist(snapshot_pkl, tmp_path):
         legacy.load_network(tampered(lambda n: n.update(class_name='os.system')))
     with pytest.raises(IOError, match="class 'subprocess.Popen' is not allowed"):  # a class named inside the kwargs
         legacy.load_network(tampered(lambda n: n['init_kwargs']['rendering_kwargs'].update(superresolution_module='subprocess.Popen')))
+    with pytest.raises(IOError, match="class 'torch.nn.modules.linear.Identity' is not allowed"): # refused when saving
+        legacy.save_safetensors(dict(ref, D=torch.nn.Identity()), str(tmp_path / 'identity.safetensors'))
     with open(tmp_path / 'cut.safetensors', 'wb') as f:
         f.write(blob[:len(blob) // 2])
     with pytest.raises(IOError, match='not a valid .safetensors network file'):
