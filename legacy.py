@@ -26,14 +26,17 @@ MODULE_ALIASES: Dict[str, str] = {}               # old module prefix -> new mod
 CLASS_ALIASES: Dict[Tuple[str, str], Any] = {}    # (module, name) -> object or dotted name
 
 def register_module_alias(old_prefix: str, new_prefix: str) -> None:
+    """Unpickle classes of module `old_prefix[.x]` from `new_prefix[.x]` (e.g. 3DGP `src.training` names)."""
     MODULE_ALIASES[old_prefix] = new_prefix
 
 def register_class_alias(module: str, name: str, target: Any) -> None:
+    """Unpickle `module.name` as `target` (a class or a callable building the object)."""
     CLASS_ALIASES[(module, name)] = target
 
 LOAD_HOOKS: List[Callable[[dict], dict]] = [] # data -> data after loading (e.g. wrap 3DGP generators in our interface)
 
 def register_load_hook(fn: Callable[[dict], dict]) -> None:
+    """Run `fn(data) -> data` on every loaded network dict (unless load_network_pkl(adapt=False))."""
     if fn not in LOAD_HOOKS:
         LOAD_HOOKS.append(fn)
 
@@ -169,6 +172,7 @@ def _populate(module: torch.nn.Module, tf_params: Dict[str, np.ndarray], pattern
             raise ValueError(f'Unexpected parameter name while converting TensorFlow pickle: {name}')
 
 def convert_tf_generator(tf_G: _TFNetworkStub) -> torch.nn.Module:
+    """A TF StyleGAN2(-ADA) generator stub -> training.networks_stylegan2.Generator with its weights."""
     kw = _KwargReader(tf_G)
     kwargs = dnnlib.EasyDict(
         z_dim=kw('latent_size', 512), c_dim=kw('label_size', 0), w_dim=kw('dlatent_size', 512),
@@ -231,6 +235,7 @@ def convert_tf_generator(tf_G: _TFNetworkStub) -> torch.nn.Module:
     return G
 
 def convert_tf_discriminator(tf_D: _TFNetworkStub) -> torch.nn.Module:
+    """A TF StyleGAN2(-ADA) discriminator stub -> training.networks_stylegan2.Discriminator with its weights."""
     kw = _KwargReader(tf_D)
     kwargs = dnnlib.EasyDict(
         c_dim=kw('label_size', 0), img_resolution=kw('resolution', 1024), img_channels=kw('num_channels', 3),

@@ -104,6 +104,7 @@ class Logger(object):
 _dnnlib_cache_dir = None
 
 def set_cache_dir(path: Optional[str]) -> None:
+    """Override the cache folder of make_cache_dir_path() (None: back to $DNNLIB_CACHE_DIR / the default)."""
     global _dnnlib_cache_dir
     _dnnlib_cache_dir = path
 
@@ -141,6 +142,7 @@ def format_time_brief(seconds: Union[int, float]) -> str:
     return f'{s // 3600}h {s // 60 % 60:02}m' if s < 86400 else f'{s // 86400}d {s // 3600 % 24:02}h'
 
 def tuple_product(t: Tuple) -> Any:
+    """Product of the elements of `t` (1 for an empty tuple)."""
     return functools.reduce(lambda a, b: a * b, t, 1)
 
 _str_to_ctype = dict(uint8=ctypes.c_ubyte, uint16=ctypes.c_uint16, uint32=ctypes.c_uint32, uint64=ctypes.c_uint64,
@@ -155,6 +157,7 @@ def get_dtype_and_ctype(type_obj: Any) -> Tuple[np.dtype, Any]:
     return np.dtype(type_str), _str_to_ctype[type_str]
 
 def is_pickleable(obj: Any) -> bool:
+    """Whether pickle.dumps(obj) succeeds."""
     import pickle
     try:
         pickle.dumps(obj)

@@ -15,6 +15,7 @@ _I = {name: i for i, name in enumerate(PARAM_NAMES)}
 _NORMALIZED = ('yaw', 'pitch', 'fov', 'la_yaw', 'la_pitch', 'la_radius') # roll and radius are passed raw
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    """Scale `x` to unit mean square along `dim` (StyleGAN mapping-network input normalisation)."""
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
 #----------------------------------------------------------------------------

@@ -187,10 +187,12 @@ class InfiniteSampler(torch.utils.data.Sampler):
 # Parameters and buffers.
 
 def params_and_buffers(module: torch.nn.Module) -> List[torch.Tensor]:
+    """All parameters, then all buffers, of `module`."""
     assert isinstance(module, torch.nn.Module)
     return list(module.parameters()) + list(module.buffers())
 
 def named_params_and_buffers(module: torch.nn.Module) -> List[Tuple[str, torch.Tensor]]:
+    """All (name, tensor) parameters, then buffers, of `module`."""
     assert isinstance(module, torch.nn.Module)
     return list(module.named_parameters()) + list(module.named_buffers())
 

@@ -28,6 +28,7 @@ VOLATILE_KEYS = ('run_dir', 'total_kimg', 'metrics', 'image_snapshot_ticks', 'ne
 # Names, listing, test hook.
 
 def checkpoint_name(cur_nimg: int, ticks_done: int) -> str:
+    """File name of the checkpoint written after `ticks_done` ticks at `cur_nimg` images."""
     return f'checkpoint-{cur_nimg // 1000:06d}-tick{ticks_done:06d}.pt'
 
 def list_checkpoints(run_dir: str) -> List[Tuple[int, str]]:
@@ -57,12 +58,14 @@ def _np_state_from_safe(d: dict) -> tuple:
     return ('MT19937', d['keys'].numpy().astype(np.uint32), int(d['pos']), int(d['has_gauss']), float(d['cached_gaussian']))
 
 def capture_rng(device: torch.device) -> dict:
+    """Every RNG state the loop draws from (torch CPU/CUDA, numpy, python), in a torch.load-safe form."""
     py = random.getstate()
     return dict(torch=torch.get_rng_state(), numpy=_np_state_to_safe(np.random.get_state()),
                 python=dict(version=py[0], state=list(py[1]), gauss_next=py[2]),
                 cuda=torch.cuda.get_rng_state(device) if device.type == 'cuda' else None)
 
 def restore_rng(state: dict, device: torch.device) -> None:
+    """Inverse of capture_rng()."""
     torch.set_rng_state(state['torch'])
     np.random.set_state(_np_state_from_safe(state['numpy']))
     py = state['python']
@@ -78,11 +81,13 @@ def reseed(seed: int, device: torch.device) -> None:
     random.seed(seed)
 
 def sampler_state_to_safe(sd: dict) -> dict:
+    """InfiniteSampler.state_dict() with numpy arrays/states turned into tensors and lists (weights_only load)."""
     out = dict(sd, order=torch.from_numpy(np.asarray(sd['order'], dtype=np.int64)))
     out['rnd_state'] = _np_state_to_safe(sd['rnd_state']) if sd['rnd_state'] is not None else None
     return out
 
 def sampler_state_from_safe(d: dict) -> dict:
+    """Inverse of sampler_state_to_safe()."""
     out = dict(d, order=d['order'].numpy())
     out['rnd_state'] = _np_state_from_safe(d['rnd_state']) if d['rnd_state'] is not None else None
     return out
@@ -105,11 +110,13 @@ def module_attrs(module: torch.nn.Module) -> dict:
     return {k: _plain(getattr(module, k)) for k in ('neural_rendering_resolution', 'rendering_kwargs') if hasattr(module, k)}
 
 def loss_state(loss: Any) -> dict:
+    """The loss object's schedule state: its state_dict() if it has one, else its tensor attributes."""
     if hasattr(loss, 'state_dict'):
         return dict(loss.state_dict())
     return {k: v.detach().cpu().clone() for k, v in vars(loss).items() if isinstance(v, torch.Tensor)}
 
 def restore_loss(loss: Any, state: dict) -> None:
+    """Inverse of loss_state()."""
     if hasattr(loss, 'load_state_dict'):
         loss.load_state_dict(state)
         return
@@ -128,6 +135,7 @@ def _restore_ada_pending(ada_stats: Any, pending: Optional[torch.Tensor]) -> Non
     ada_stats.set_pending('Loss/signs/real', pending)  # next update() sees pending + whatever is reported from now on
 
 def count_jsonl_lines(run_dir: str) -> Dict[str, int]:
+    """{file name: complete lines} of every *.jsonl in run_dir (recorded in checkpoints for exact resume)."""
     counts = {}
     for name in sorted(os.listdir(run_dir)):
         if name.endswith('.jsonl'):
@@ -181,6 +189,7 @@ def restore(state: dict, *, rank: int, G, D, G_ema, augment_pipe, optimizers, lo
 # Files.
 
 def save(state: dict, path: str) -> None:
+    """Write a checkpoint atomically (temp file, fsync, rename)."""
     with dnnlib.util.atomic_write(path, 'wb') as f:
         torch.save(state, f)
         test_write_hook(path)
@@ -292,6 +301,7 @@ def config_diff(stored: dict, current: dict) -> List[str]:
     return diffs
 
 def read_options(run_dir: str) -> Optional[dict]:
+    """The run's training_options.json, or None if it is missing or unreadable."""
     try:
         with open(os.path.join(run_dir, 'training_options.json'), 'rt') as f:
             return json.load(f)
