@@ -44,23 +44,6 @@ def choose_camera(G: torch.nn.Module, mode: str, z: torch.Tensor, c: torch.Tenso
                                    'this one is EG3D: use --camera=fixed or --camera=prior')
     return gen_utils.prior_cameras(G, 1, np.random.RandomState(seed), device=z.device)
 
-def export_shape(G: torch.nn.Module, ws: torch.Tensor, resolution: int, level: Optional[float], stem: str) -> None:
-    """Density volume -> <stem>.mrc and, where the iso-level crosses it, a marching-cubes mesh <stem>.ply."""
-    volume, voxel_size, origin = gen_utils.sample_density_volume(G, ws, resolution)
-    pad = max(int(30 * resolution / 256), 1) # EG3D clears a border so that meshes close at the cube faces
-    if level is None:
-        level = float(np.median(volume[pad:-pad, pad:-pad, pad:-pad]))
-    volume[:pad], volume[-pad:] = -1000, -1000
-    volume[:, :pad], volume[:, -pad:] = -1000, -1000
-    volume[:, :, :pad], volume[:, :, -pad:] = -1000, -1000
-    shape_utils.write_mrc(stem + '.mrc', volume, voxel_size=voxel_size)
-    try:
-        verts, faces = shape_utils.extract_mesh(volume, level, voxel_size, (origin,) * 3)
-    except ValueError as err:
-        print(f'  no mesh for {os.path.basename(stem)}: {err} (try --shape-level=auto)')
-        return
-    shape_utils.write_ply(stem + '.ply', verts, faces)
-
 #----------------------------------------------------------------------------
 
 @click.command()
@@ -118,8 +101,11 @@ def generate_images(network_pkl: str, seeds: List[int], truncation_psi: float, t
         if 'image_depth' in out:
             save_png(stem + '_depth.png', gen_utils.depth_to_uint16(out['image_depth'])[0])
         if shapes:
-            with torch.no_grad():
-                export_shape(G, ws, shape_res, level, stem)
+            try:
+                with torch.no_grad():
+                    shape_utils.export_shape(G, ws, shape_res, level, stem)
+            except ValueError as err:
+                print(f'  no mesh for {os.path.basename(stem)}: {err} (try --shape-level=auto)')
 
 #----------------------------------------------------------------------------
 

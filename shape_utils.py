@@ -1,13 +1,17 @@
-"""Shapes from density volumes: marching cubes (scikit-image), PLY and MRC writers/readers, and an .mrc -> .ply CLI."""
+"""Shapes from density volumes: a generator's shape export, marching cubes (scikit-image), PLY and MRC writers/readers,
+and an .mrc -> .ply CLI."""
 
 import os
 import struct
-from typing import Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
 import click
 import numpy as np
 
 import dnnlib
+
+if TYPE_CHECKING:
+    import torch
 
 #----------------------------------------------------------------------------
 # Meshes.
@@ -54,6 +58,22 @@ def read_ply(path: str) -> Tuple[np.ndarray, np.ndarray]:
     verts = np.frombuffer(data, dtype='<f4', count=nv * 3, offset=end).reshape(nv, 3)
     faces = np.frombuffer(data, dtype=[('n', 'u1'), ('idx', '<i4', (3,))], count=nf, offset=end + nv * 12)
     return verts.copy(), faces['idx'].copy()
+
+def export_shape(G: 'torch.nn.Module', ws: 'torch.Tensor', resolution: int, level: Optional[float], stem: str) -> None:
+    """Density volume of one latent (G, ws [1, num_ws, w_dim]) -> <stem>.mrc, then a marching-cubes mesh <stem>.ply at
+    `level` (None: median density of the volume's interior). Raises ValueError when the level crosses no surface
+    (the .mrc is written all the same)."""
+    import gen_utils # imports torch: only here, so that the .mrc -> .ply CLI starts without it
+    volume, voxel_size, origin = gen_utils.sample_density_volume(G, ws, resolution)
+    pad = max(int(30 * resolution / 256), 1) # EG3D clears a border so that meshes close at the cube faces
+    if level is None:
+        level = float(np.median(volume[pad:-pad, pad:-pad, pad:-pad]))
+    volume[:pad], volume[-pad:] = -1000, -1000
+    volume[:, :pad], volume[:, -pad:] = -1000, -1000
+    volume[:, :, :pad], volume[:, :, -pad:] = -1000, -1000
+    write_mrc(stem + '.mrc', volume, voxel_size=voxel_size)
+    verts, faces = extract_mesh(volume, level, voxel_size, (origin,) * 3)
+    write_ply(stem + '.ply', verts, faces)
 
 def convert_sdf_samples_to_ply(volume: np.ndarray, voxel_grid_origin: Sequence[float], voxel_size: float,
                                ply_filename_out: str, offset: Optional[np.ndarray] = None,

@@ -1,4 +1,5 @@
-"""Interactive browser viewer for EG3D and 3DGP generators: `python viewer.py --network=net.pkl`, then open the URL."""
+"""Interactive browser viewer for EG3D and 3DGP generators, built on viser: `python viewer.py --network=net.pkl`, then
+open the URL."""
 
 import logging
 import os
@@ -13,13 +14,14 @@ import click
 @click.command()
 @click.option('--network', 'network', help='Network pickle (EG3D or 3DGP) or .safetensors file; can also be loaded from the page', metavar='PATH')
 @click.option('--host', default='127.0.0.1', show_default=True, help='Address to bind; anything but loopback exposes the viewer to the network')
-@click.option('--port', type=click.IntRange(0, 65535), default=8080, show_default=True, help='Port to listen on (0 = any free port)')
+@click.option('--port', type=click.IntRange(0, 65535), default=8080, show_default=True, help='Port to listen on (0 = any free port; a taken port moves on to the next)')
 @click.option('--device', type=click.Choice(['auto', 'cuda', 'cpu']), default='auto', show_default=True, help='Where the generator runs')
 @click.option('--outdir', default='viewer_out', show_default=True, help='Where "save image" and "export mesh" write files', metavar='DIR')
-@click.option('--verbose', is_flag=True, help='Log every HTTP request')
+@click.option('--verbose', is_flag=True, help='Log browser connections and debug messages')
 def main(network: Optional[str], host: str, port: int, device: str, outdir: str, verbose: bool):
-    """Serve a web page for exploring a trained generator in 3D: orbit/zoom camera, seed, class and truncation,
-    3DGP learned cameras, RGB / depth / adapted-depth views, image and mesh export, and the training options.
+    """Serve a web page (viser) for exploring a trained generator in 3D: orbit/zoom camera, seed, class and
+    truncation, 3DGP learned cameras, RGB / depth / adapted-depth views, image and mesh export (written to --outdir
+    and offered as downloads), and the training options.
 
     \b
     Examples:
@@ -47,7 +49,7 @@ def main(network: Optional[str], host: str, port: int, device: str, outdir: str,
                         'machine (unpickling runs code) and write into --outdir. Prefer the default 127.0.0.1 with an '
                         'SSH tunnel.', host)
 
-    server = ViewerServer(network=network, host=host, port=port, device=device, outdir=outdir)
+    server = ViewerServer(network=network, host=host, port=port, device=device, outdir=outdir, verbose=verbose)
     try:
         url = server.start()
     except IOError as err:

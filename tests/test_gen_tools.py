@@ -86,6 +86,24 @@ def test_gen_samples_bad_input_is_a_clear_error(eg3d_pkl, tmp_path):
                                                              '0', '--outdir', str(tmp_path)])
     assert result.exit_code != 0 and 'missing.pkl' in result.output
 
+def test_export_shape_volume_mesh_and_no_surface(eg3d_pkl, tmp_path):
+    G = tiny_eg3d_G()
+    z = torch.from_numpy(np.random.RandomState(0).randn(1, G.z_dim)).to(torch.float32)
+    with torch.no_grad():
+        ws = gen_utils.mapping(G, z, gen_utils.conditioning(G, 1))
+        shape_utils.export_shape(G, ws, 16, None, str(tmp_path / 'auto'))
+        vol = shape_utils.read_mrc(str(tmp_path / 'auto.mrc'))
+        assert vol.shape == (16, 16, 16) and (vol[0] == -1000).all() and (vol[:, :, -1] == -1000).all() # cleared border
+        verts, faces = shape_utils.read_ply(str(tmp_path / 'auto.ply'))
+        assert len(faces) > 0 and np.abs(verts).max() <= 0.5 + 1e-5
+        with pytest.raises(ValueError, match='outside the volume range'):
+            shape_utils.export_shape(G, ws, 16, 1e9, str(tmp_path / 'high'))
+    assert os.path.isfile(tmp_path / 'high.mrc') and not os.path.exists(tmp_path / 'high.ply') # the volume stays
+    out = run(gen_samples.generate_images, ['--network', eg3d_pkl, '--seeds', '0', '--outdir', tmp_path / 'cli', '--shapes',
+                                            'true', '--shape-res', 12, '--shape-level', 1e9, '--device', 'cpu'])
+    assert 'no mesh for seed0000' in out and '--shape-level=auto' in out
+    assert os.path.isfile(tmp_path / 'cli' / 'seed0000.mrc') # the volume is still written
+
 #----------------------------------------------------------------------------
 
 def test_camera_helpers_match_eg3d_conventions(eg3d_pkl):

@@ -1,3 +1,3 @@
-"""Browser viewer for EG3D and 3DGP generators: a render worker (renderer.py) behind a local HTTP app (server.py)."""
+"""Browser viewer for EG3D and 3DGP generators: a render back end (renderer.py) behind a viser web app (server.py)."""
 
 #----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Viewer back end: load a network, validate view parameters, render one frame (RGB / depth views), export meshes."""
+"""Viewer back end, independent of the UI: load a network, validate view parameters, render one frame (RGB / depth
+views), save images and export meshes."""
 
 import copy
 import io
@@ -13,6 +14,7 @@ import torch
 
 import dnnlib
 import gen_utils
+import shape_utils
 
 VIEWS = ('rgb', 'raw', 'depth', 'depth_adapted')   # SR output, neural rendering, depth, 3DGP adapted depth
 CAMERA_MODES = ('orbit', 'learned', 'prior')       # interactive orbit, 3DGP learned distribution, camera prior
@@ -22,21 +24,15 @@ CPU_MAX_NRR = 64                                   # default neural-rendering re
 # Loading.
 
 def load_network_data(path: str) -> dict:
-    """dict(G_ema, training_set_kwargs, ...) from an EG3D / 3DGP pickle, or a .safetensors file once legacy has
-    the suffix-dispatching `legacy.load_network(path)`; raises IOError naming the file on any failure."""
+    """dict(G_ema, training_set_kwargs, ...) from an EG3D / 3DGP pickle or a .safetensors file (legacy.load_network
+    dispatches on the suffix); raises IOError naming the file on any failure."""
     import legacy # top-level module of this repo, imported lazily like gen_utils does
     if not path:
         raise IOError('no network given: enter a .pkl or .safetensors path')
     if not dnnlib.util.is_url(path) and not os.path.isfile(path):
         raise IOError(f'{path}: no such file')
     try:
-        if hasattr(legacy, 'load_network'): # dispatches on the suffix (pickle or safetensors)
-            data = legacy.load_network(path)
-        elif path.endswith('.safetensors'):
-            raise IOError(f'{path}: this version of legacy.py cannot read .safetensors files')
-        else:
-            with dnnlib.util.open_url(path) as f:
-                data = legacy.load_network_pkl(f)
+        data = legacy.load_network(path)
     except (IOError, OSError, ValueError, ImportError, RuntimeError) as err:
         msg = str(err)
         raise IOError(msg if path in msg else f'{path}: {msg}') from err
@@ -70,7 +66,11 @@ def training_options(data: dict, G: torch.nn.Module, path: str) -> Dict[str, Any
 # Parameters coming from the page (untrusted: validate and give clear messages).
 
 def parse_params(d: Dict[str, Any]) -> dnnlib.EasyDict:
-    """Page request -> validated render parameters; raises ValueError naming the bad field."""
+    """Page state -> validated render parameters; raises ValueError naming the bad field.
+
+    pose:  the page's orbit camera as a row-major 4x4 OpenCV cam2world (16 floats, EG3D's c25 layout), or None for the
+           generator's frontal camera; focal: its normalised focal length (focal / image side), None with pose None.
+    """
     def num(key, default, cast=float, lo=None, hi=None, optional=False):
         v = d.get(key, default)
         if v is None or (optional and v == ''):
@@ -84,15 +84,20 @@ def parse_params(d: Dict[str, Any]) -> dnnlib.EasyDict:
         if not np.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
             raise ValueError(f'{key}={v} is out of range [{lo}, {hi}]')
         return v
+    pose = d.get('pose')
+    if pose is not None:
+        try:
+            pose = tuple(float(v) for v in pose)
+        except (TypeError, ValueError):
+            raise ValueError(f'pose={pose!r} is not a list of numbers') from None
+        if len(pose) != 16 or not np.isfinite(pose).all():
+            raise ValueError('pose must be 16 finite numbers (a row-major 4x4 cam2world matrix)')
     p = dnnlib.EasyDict(
         seed=num('seed', 0, int, 0, 2**32 - 1),
         class_idx=num('class_idx', None, int, 0, None, optional=True),
         psi=num('psi', 1.0, float, -2, 2),
-        cutoff=num('cutoff', None, int, 0, 64, optional=True),
-        yaw=num('yaw', 0.0, float, -10, 10),
-        pitch=num('pitch', 0.0, float, -1.55, 1.55),
-        radius=num('radius', None, float, 1e-3, 100, optional=True),
-        fov=num('fov', None, float, 1, 150, optional=True),
+        pose=pose,
+        focal=num('focal', None, float, 0.05, 100, optional=pose is None),
         nrr=num('nrr', None, int, 4, 1024, optional=True),
         camera=str(d.get('camera', 'orbit')), view=str(d.get('view', 'rgb')))
     if p.camera not in CAMERA_MODES:
@@ -122,6 +127,7 @@ class Renderer:
             raise IOError(f'{path}: {type(G).__name__} is not a 3D generator (EG3D or 3DGP)')
         nrr = int(getattr(G, 'neural_rendering_resolution', None) or getattr(G, 'img_resolution', 64))
         adaptor = gen_utils.learns_camera(G) and getattr(G, 'depth_adaptor', None) is not None
+        frontal = gen_utils.frontal_camera(G)[0].cpu().numpy().astype(np.float64)
         self.G, self._backbone_key, self._last = G, None, (None, None)
         self.info = dict(status='ready', network=path, kind='3DGP' if gen_utils.learns_camera(G) else 'EG3D',
             generator=type(G).__name__, device=str(self.device), z_dim=int(G.z_dim), c_dim=int(G.c_dim),
@@ -129,7 +135,9 @@ class Renderer:
             learns_camera=gen_utils.learns_camera(G), depth_adaptor=adaptor,
             img_resolution=int(getattr(G, 'img_resolution', nrr)), neural_rendering_resolution=nrr,
             default_nrr=min(nrr, CPU_MAX_NRR) if self.device.type == 'cpu' else nrr,
-            camera=dict(gen_utils.camera_defaults(G)), training_options=training_options(data, G, path))
+            # The page's starting orbit camera: EG3D's frontal view as cam2world + normalised focal, and its pivot.
+            camera=dict(pose=frontal[:16].tolist(), focal=float(frontal[16]), pivot=gen_utils.camera_defaults(G).pivot),
+            training_options=training_options(data, G, path))
         return self.info
 
     def _require_G(self) -> torch.nn.Module:
@@ -142,13 +150,16 @@ class Renderer:
         rng = np.random.RandomState(p.seed)
         z = torch.from_numpy(rng.randn(1, G.z_dim)).to(torch.float32).to(self.device)
         c = gen_utils.conditioning(G, 1, p.class_idx, rng=rng, device=self.device)
-        ws = gen_utils.mapping(G, z, c, p.psi, p.cutoff)
+        ws = gen_utils.mapping(G, z, c, p.psi)
         return z, c, ws
 
     def _camera(self, p: dnnlib.EasyDict, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         G = self._require_G()
         if p.camera == 'orbit':
-            return gen_utils.lookat_cameras(G, [p.yaw], [p.pitch], fov_deg=p.fov, radius=p.radius, device=self.device)
+            if p.pose is None:
+                return gen_utils.frontal_camera(G, device=self.device)
+            K = [p.focal, 0, 0.5, 0, p.focal, 0.5, 0, 0, 1] # normalised pinhole, principal point at the centre
+            return torch.tensor([list(p.pose) + K], dtype=torch.float32, device=self.device)
         torch.manual_seed(p.seed) # one fixed camera sample per seed
         if gen_utils.learns_camera(G):
             return gen_utils.sample_cameras(G, z, c, camera_mode=p.camera)
@@ -158,7 +169,7 @@ class Renderer:
 
     @torch.no_grad()
     def render(self, p: dnnlib.EasyDict) -> Dict[str, Any]:
-        """One frame -> dict(png bytes, width, height, ms, camera {yaw, pitch, radius, fov}, note)."""
+        """One frame -> dict(image [H,W,3] uint8, ms, camera {yaw, pitch, radius, fov} as rendered, note)."""
         if self._last[0] == p:
             return self._last[1]
         G = self._require_G()
@@ -168,7 +179,7 @@ class Renderer:
         # Always explicit: EG3D's synthesis() remembers the last resolution it was given (documented EG3D state).
         nrr = p.nrr if p.nrr is not None else self.info['default_nrr']
         kwargs: Dict[str, Any] = dict(noise_mode='const', neural_rendering_resolution=nrr)
-        key = (p.seed, p.class_idx, p.psi, p.cutoff)
+        key = (p.seed, p.class_idx, p.psi)
         if key == self._backbone_key: # only the camera or the view changed: reuse the tri-planes
             kwargs['use_cached_backbone'] = True
         else:
@@ -178,11 +189,8 @@ class Renderer:
         out = gen_utils.generate(G, z, c, camera=cam, ws=ws, **kwargs)
         self._backbone_key = key
         img, note = self._view(out, p.view)
-        buf = io.BytesIO()
-        PIL.Image.fromarray(img).save(buf, format='png')
         params = gen_utils.camera_to_params(out.get('camera_params', cam))
-        result = dict(png=buf.getvalue(), width=img.shape[1], height=img.shape[0], note=note,
-                      ms=round((time.perf_counter() - t0) * 1000, 1),
+        result = dict(image=img, note=note, ms=round((time.perf_counter() - t0) * 1000, 1),
                       camera={k: float(v[0]) for k, v in params.items() if k in ('yaw', 'pitch', 'radius', 'fov')})
         self._last = (copy.deepcopy(p), result)
         return result
@@ -212,25 +220,25 @@ class Renderer:
             unique, k = f'{stem}-{k}', k + 1 # several saves within one second must not overwrite each other
         return unique
 
-    def save_image(self, p: dnnlib.EasyDict) -> Dict[str, Any]:
-        """Write the frame for p (the one on screen: cached) as PNG into outdir."""
-        result = self.render(p)
+    def save_image(self, p: dnnlib.EasyDict) -> str:
+        """Write the frame for p (the one on screen: cached) as PNG into outdir; returns its absolute path."""
+        img = self.render(p)['image']
         path = self._stem(p, p.view) + '.png'
+        buf = io.BytesIO()
+        PIL.Image.fromarray(img).save(buf, format='png')
         with dnnlib.util.atomic_write(path, 'wb') as f:
-            f.write(result['png'])
-        return dict(path=os.path.abspath(path))
+            f.write(buf.getvalue())
+        return os.path.abspath(path)
 
     @torch.no_grad()
-    def export_mesh(self, p: dnnlib.EasyDict, resolution: int) -> Dict[str, Any]:
-        """Density volume (.mrc) and marching-cubes mesh (.ply, automatic iso-level) of the current latent."""
-        import gen_samples # reuse its shape export (border clearing, auto level, .mrc + .ply writers)
+    def export_mesh(self, p: dnnlib.EasyDict, resolution: int) -> str:
+        """Density volume (.mrc) and marching-cubes mesh (.ply, automatic iso-level) of the current latent into
+        outdir; returns the absolute path of the .ply (the .mrc lies beside it)."""
         if not 8 <= int(resolution) <= 1024:
             raise ValueError(f'mesh resolution {resolution} is out of range [8, 1024]')
         _z, _c, ws = self._latent(p)
         stem = self._stem(p, f'mesh{int(resolution)}')
-        gen_samples.export_shape(self._require_G(), ws, int(resolution), None, stem)
-        if not os.path.isfile(stem + '.ply'):
-            raise ValueError(f'no surface found in the {resolution}^3 density volume (saved {stem}.mrc)')
-        return dict(path=os.path.abspath(stem + '.ply'), mrc=os.path.abspath(stem + '.mrc'))
+        shape_utils.export_shape(self._require_G(), ws, int(resolution), None, stem)
+        return os.path.abspath(stem + '.ply')
 
 #----------------------------------------------------------------------------

@@ -1,24 +1,32 @@
-"""Local HTTP app of the viewer: static page, JSON API, and one render worker thread with latest-request-wins renders."""
+"""The viewer's web app on viser: a control panel, the browser's own orbit camera, and one render worker thread that
+runs every load, render and export (renders: latest request wins) while viser's event loop keeps serving the page."""
 
-import base64
 import collections
+import html
 import ipaddress
 import json
 import logging
+import math
 import os
+import socket
 import threading
 import traceback
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, Optional, Tuple
 
+import numpy as np
+import viser
+import viser.transforms
+
+import dnnlib
 from viz.renderer import Renderer, parse_params
 
 logger = logging.getLogger('viz')
-STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'static')
-CONTENT_TYPES = {'.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8',
-                 '.css': 'text/css; charset=utf-8', '.png': 'image/png'}
-MAX_BODY = 1 << 20
+
+# Page labels -> renderer names.
+CAMERAS = {'orbit (drag / scroll)': 'orbit', 'learned distribution (3DGP)': 'learned', 'prior sample': 'prior'}
+VIEWS = {'RGB': 'rgb', 'RGB (neural rendering)': 'raw', 'Depth': 'depth', 'Adapted depth': 'depth_adapted'}
+RANDOM_CLASS = 'random (per seed)'
+LETTERBOX = (30, 31, 34) # fill beside the square frame, the panel's dark grey
 
 def is_loopback(host: str) -> bool:
     """True for addresses (or 'localhost') that only this machine can reach."""
@@ -29,11 +37,49 @@ def is_loopback(host: str) -> bool:
     except ValueError:
         return False
 
+def check_bindable(host: str) -> None:
+    """Raise IOError unless this machine can listen on host. viser moves on to the next port after any bind error and
+    waits forever when the address itself is the problem, so the address is tried here first."""
+    try:
+        family, kind, _proto, _name, addr = socket.getaddrinfo(host.strip('[]'), 0, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as sock:
+            sock.bind(addr)
+    except OSError as err:
+        raise IOError(f'cannot listen on {host}: {err}') from err
+
+def _html_line(text: str, color: str = 'inherit') -> str:
+    """A line of text for the panel, escaped: paths and error messages are not HTML (nor markdown)."""
+    return f'<div style="font-size:0.875em;padding:0 0.75em;color:{color}">{html.escape(text)}</div>'
+
 #----------------------------------------------------------------------------
-# The render worker: the only thread that touches the generator, so the HTTP threads never block on torch.
+# The browser's camera <-> the generator's square frame.
+
+def camera_pose(wxyz: np.ndarray, position: np.ndarray, fov: float, width: int, height: int) -> Tuple[list, float]:
+    """A viser client camera -> (pose, focal) for the renderer. viser's camera frame is OpenCV's (x right, y down,
+    z forward) like EG3D's cam2world, so the pose is [R | t] as is; `fov` is the canvas' vertical field of view
+    (radians) and the frame covers the canvas' central square, hence focal / side = (height / 2) / tan(fov / 2) / side.
+    """
+    pose = np.eye(4)
+    pose[:3, :3] = viser.transforms.SO3(np.asarray(wxyz, dtype=np.float64)).as_matrix()
+    pose[:3, 3] = position
+    focal = 0.5 * height / min(width, height) / math.tan(fov / 2)
+    return pose.ravel().tolist(), focal
+
+def letterbox(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pad a square frame to the canvas' aspect ratio, centred: viser stretches the background over the canvas."""
+    side = img.shape[0]
+    out_h, out_w = (side, round(side * width / height)) if width >= height else (round(side * height / width), side)
+    out = np.empty((out_h, out_w, 3), dtype=np.uint8)
+    out[:] = LETTERBOX
+    top, left = (out_h - side) // 2, (out_w - side) // 2
+    out[top:top + side, left:left + side] = img
+    return out
+
+#----------------------------------------------------------------------------
+# The render worker: the only thread that touches the generator, so viser's threads never block on torch.
 
 class Ticket:
-    """One unit of work for the worker; the HTTP thread waits on `done`."""
+    """One unit of work for the worker; `done` is set when it ran, failed or was superseded."""
     def __init__(self, fn: Callable[[], Any]):
         self.fn, self.done = fn, threading.Event()
         self.result: Any = None
@@ -41,49 +87,59 @@ class Ticket:
         self.superseded = False
 
 class RenderWorker:
-    """Jobs (load, save, export) run in FIFO order; renders are latest-request-wins: a render still waiting when a
-    newer one arrives is dropped (its ticket is marked superseded), so a slow render never builds a backlog."""
+    """Jobs (load, save, export) run in FIFO order, before renders. Renders are latest-request-wins per key (one key
+    per browser tab): a render still waiting when a newer one with its key arrives is dropped (marked superseded), so
+    a slow render never builds a backlog. Errors go to `on_error` (the page) and the log; the worker survives them."""
 
-    def __init__(self):
+    def __init__(self, on_error: Callable[[BaseException], None] = lambda err: None):
+        self.on_error = on_error
         self._cv = threading.Condition()
         self._jobs: collections.deque = collections.deque()
-        self._render: Optional[Ticket] = None
+        self._renders: Dict[Hashable, Ticket] = {} # insertion order = request order
         self._stop = False
         self.busy = False
         self._thread = threading.Thread(target=self._run, name='viz-render-worker', daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[[], Any], latest_wins: bool = False) -> Ticket:
+    def submit(self, fn: Callable[[], Any], key: Optional[Hashable] = None) -> Ticket:
+        """Queue fn: a job when key is None, else the render for key (replacing a waiting one)."""
         ticket = Ticket(fn)
         with self._cv:
-            if latest_wins:
-                if self._render is not None:
-                    self._render.superseded = True
-                    self._render.done.set()
-                self._render = ticket
-            else:
+            if key is None:
                 self._jobs.append(ticket)
+            else:
+                stale = self._renders.pop(key, None)
+                if stale is not None:
+                    stale.superseded = True
+                    stale.done.set()
+                self._renders[key] = ticket
             self._cv.notify()
         return ticket
 
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not (self._stop or self._jobs or self._render):
+                while not (self._stop or self._jobs or self._renders):
                     self._cv.wait()
                 if self._stop:
                     return
                 if self._jobs:
                     ticket = self._jobs.popleft()
                 else:
-                    ticket, self._render = self._render, None
+                    ticket = self._renders.pop(next(iter(self._renders)))
                 self.busy = True
             try:
                 ticket.result = ticket.fn()
             except BaseException as err: # reported to the page; the worker must survive anything
                 ticket.error = err
-                if not isinstance(err, (ValueError, IOError)):
+                if isinstance(err, (ValueError, IOError)):
+                    logger.error('%s', err)
+                else:
                     logger.error('render worker: %s', ''.join(traceback.format_exception(err)))
+                try:
+                    self.on_error(err)
+                except Exception: # pylint: disable=broad-except
+                    logger.exception('cannot report an error to the page')
             finally:
                 self.busy = False
                 ticket.done.set()
@@ -97,14 +153,16 @@ class RenderWorker:
 #----------------------------------------------------------------------------
 
 class ViewerServer:
-    """`start()` binds host:port (0 = a free port), serves the page, and loads `network` in the background."""
+    """`start()` binds host:port (0 = a free port; a taken one moves on to the next), builds the page's controls and
+    loads `network` in the background. Every connected tab renders from its own camera, with the shared controls."""
 
     def __init__(self, network: Optional[str] = None, host: str = '127.0.0.1', port: int = 8080, device: str = 'cpu',
-                 outdir: str = 'viewer_out', timeout: float = 600):
-        self.network, self.host, self.port, self.timeout = network, host, port, timeout
+                 outdir: str = 'viewer_out', verbose: bool = False):
+        self.network, self.host, self.port, self.verbose = network, host, port, verbose
         self.renderer = Renderer(device=device, outdir=outdir)
         self.worker: Optional[RenderWorker] = None
-        self.httpd: Optional[ThreadingHTTPServer] = None
+        self.viser: Optional[viser.ViserServer] = None
+        self.frames: Dict[int, Dict[str, Any]] = {} # latest frame shown in each tab (client id), for the tests
         self._load_state: Dict[str, Any] = dict(status='empty', error=None, network=None)
         self._load_ticket: Optional[Ticket] = None
 
@@ -114,34 +172,187 @@ class ViewerServer:
         return f'http://{host}:{self.port}/'
 
     def start(self) -> str:
-        handler = type('Handler', (_Handler,), dict(viewer=self))
-        try:
-            self.httpd = ThreadingHTTPServer((self.host, self.port), handler)
-        except OSError as err:
-            raise IOError(f'cannot listen on {self.host}:{self.port}: {err}') from err
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.worker = RenderWorker()
+        check_bindable(self.host)
+        self.viser = viser.ViserServer(host=self.host, port=self.port, label='EG3D / 3DGP viewer', verbose=self.verbose)
+        self.port = self.viser.get_port()
+        # No share button: viser's share link tunnels the page through an outside server.
+        self.viser.gui.configure_theme(dark_mode=True, show_share_button=False, control_width='medium')
+        self.viser.gui.main_panel.dock_right() # beside the frame, not over it
+        self.viser.scene.set_up_direction('+y') # EG3D's world: +y up, faces look along -z
+        self._build_gui()
+        self.viser.on_client_connect(self._on_connect)
+        self.worker = RenderWorker(on_error=self._show_error)
         if self.network:
             self.load(self.network)
-        threading.Thread(target=self.httpd.serve_forever, name='viz-http', daemon=True).start()
         return self.url
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        if self.viser is not None:
+            self.viser.stop()
+
+    #------------------------------------------------------------------------
+    # The page.
+
+    def _build_gui(self) -> None:
+        gui = self.viser.gui
+        self.gui_status = gui.add_html('')   # what the latest frame or job did
+        self.gui_message = gui.add_html('')  # errors (red) and notes on the view; on top, always in sight
+        with gui.add_folder('Network'):
+            self.gui_network = gui.add_text('Path', self.network or '', hint='.pkl or .safetensors on this machine')
+            self.gui_load = gui.add_button('Load')
+            self.gui_netinfo = gui.add_markdown('*no network*')
+        with gui.add_folder('Latent'):
+            self.gui_seed = gui.add_number('Seed', 0, min=0, max=2**32 - 1, step=1)
+            self.gui_class = gui.add_dropdown('Class', (RANDOM_CLASS,), visible=False)
+            self.gui_psi = gui.add_slider('Truncation psi', min=0.0, max=1.0, step=0.05, initial_value=1.0)
+        with gui.add_folder('Camera'):
+            self.gui_camera = gui.add_dropdown('Camera', tuple(k for k, v in CAMERAS.items() if v != 'learned'))
+            self.gui_fov = gui.add_slider('FOV (deg)', min=5.0, max=90.0, step=0.1, initial_value=15.0)
+            self.gui_reset = gui.add_button('Reset camera')
+        with gui.add_folder('Rendering'):
+            self.gui_view = gui.add_dropdown('View', tuple(VIEWS))
+            self.gui_nrr = gui.add_number('Neural rendering res.', 64, min=4, max=1024, step=8)
+        with gui.add_folder('Export'):
+            self.gui_save = gui.add_button('Save image')
+            self.gui_mesh_res = gui.add_number('Mesh resolution', 128, min=8, max=1024, step=8)
+            self.gui_export = gui.add_button('Export mesh')
+        with gui.add_folder('Training options', expand_by_default=False):
+            self.gui_options = gui.add_markdown('*no network*')
+
+        for handle in (self.gui_seed, self.gui_class, self.gui_psi, self.gui_camera, self.gui_view, self.gui_nrr):
+            handle.on_update(lambda _event: self.request_all())
+        self.gui_fov.on_update(lambda _event: self._set_fov(self.gui_fov.value))
+        self.gui_reset.on_click(lambda _event: self.reset_cameras())
+        self.gui_load.on_click(lambda _event: self.load(self.gui_network.value.strip()))
+        self.gui_save.on_click(lambda event: self.save_image(event.client))
+        self.gui_export.on_click(lambda event: self.export_mesh(event.client))
+
+    def _on_connect(self, client: viser.ClientHandle) -> None:
+        client.camera.on_update(lambda camera: self.request_render(camera.client))
+        self.request_render(client)
+
+    def _set_status(self, text: str) -> None:
+        self.gui_status.content = _html_line(text)
+
+    def _set_message(self, text: str, error: bool = False) -> None:
+        self.gui_message.content = _html_line(text, '#ff7b72' if error else 'inherit') if text else ''
+
+    def _show_error(self, err: BaseException) -> None:
+        msg = str(err) or type(err).__name__
+        self._set_message(msg, error=True)
+        for client in self._clients().values():
+            client.add_notification('Error', msg, color='red', auto_close_seconds=10)
+
+    def _clients(self) -> Dict[int, viser.ClientHandle]:
+        return self.viser.get_clients() if self.viser is not None else {}
+
+    #------------------------------------------------------------------------
+    # Rendering.
+
+    def params(self, client: Optional[viser.ClientHandle] = None) -> dnnlib.EasyDict:
+        """Render parameters from the controls and the tab's camera (None: the generator's frontal camera)."""
+        d = dict(seed=self.gui_seed.value, psi=self.gui_psi.value, nrr=self.gui_nrr.value,
+                 camera=CAMERAS[self.gui_camera.value], view=VIEWS[self.gui_view.value],
+                 class_idx=None if self.gui_class.value == RANDOM_CLASS else int(self.gui_class.value))
+        if client is not None:
+            cam = client.camera
+            d['pose'], d['focal'] = camera_pose(cam.wxyz, cam.position, cam.fov, cam.image_width, cam.image_height)
+        return parse_params(d)
+
+    def request_render(self, client: viser.ClientHandle) -> Optional[Ticket]:
+        """Queue a frame for one tab; the parameters are read when it runs, so a dropped request loses nothing."""
+        if self.renderer.G is None or self.worker is None:
+            return None
+        return self.worker.submit(lambda: self._render_for(client), key=client.client_id)
+
+    def request_all(self) -> None:
+        for client in self._clients().values():
+            self.request_render(client)
+
+    def _render_for(self, client: viser.ClientHandle) -> None:
+        if client.client_id not in self._clients(): # the tab closed while the request waited
+            return
+        p = self.params(client)
+        result = self.renderer.render(p)
+        cam = client.camera
+        client.scene.set_background_image(letterbox(result['image'], cam.image_width, cam.image_height), format='png')
+        self.frames[client.client_id] = dict(result, params=p)
+        h, w = result['image'].shape[:2]
+        status = f'seed {p.seed}, {w}x{h}, {result["ms"]} ms'
+        if p.camera != 'orbit': # sampled cameras, in 3DGP's convention (yaw about +y, pitch = polar angle)
+            c = result['camera']
+            status += (f'; {p.camera} camera: yaw {c["yaw"]:.2f}, polar {c["pitch"]:.2f}, radius {c["radius"]:.2f}, '
+                       f'fov {c["fov"]:.1f}')
+        self._set_status(status)
+        self._set_message(result['note'])
+        logger.debug('tab %d: %s', client.client_id, status)
+
+    def _set_fov(self, fov_deg: float) -> None:
+        self.viser.initial_camera.fov = math.radians(fov_deg)
+        for client in self._clients().values():
+            client.camera.fov = math.radians(fov_deg) # the tab then reports its camera: a new frame follows
+
+    def reset_cameras(self) -> None:
+        """Every tab back to the generator's frontal camera (the view EG3D renders by default)."""
+        cam = self.renderer.info.get('camera')
+        if cam is None:
+            return
+        position, look_at, fov = self._frontal_view(cam)
+        init = self.viser.initial_camera
+        init.look_at, init.up, init.position, init.fov = look_at, (0.0, 1.0, 0.0), position, fov
+        for client in self._clients().values():
+            with client.atomic(): # viser keeps the look-at point only when it is set after the position
+                client.camera.up_direction = (0.0, 1.0, 0.0)
+                client.camera.position = position
+                client.camera.look_at = look_at
+                client.camera.fov = fov
+        self.gui_fov.value = math.degrees(fov)
+
+    @staticmethod
+    def _frontal_view(cam: Dict[str, Any]) -> Tuple[Tuple[float, ...], Tuple[float, ...], float]:
+        """(position, look-at point, vertical fov in radians) of the renderer's frontal camera."""
+        pose = np.asarray(cam['pose']).reshape(4, 4)
+        return tuple(pose[:3, 3].tolist()), tuple(float(v) for v in cam['pivot']), 2 * math.atan(0.5 / cam['focal'])
+
+    #------------------------------------------------------------------------
+    # Loading and exports (jobs: never dropped, run in order).
 
     def load(self, path: str) -> Ticket:
         self._load_state = dict(status='loading', error=None, network=path)
+        self._set_status(f'Loading {path}...')
+        self._set_message('')
         logger.info('Loading network "%s"...', path)
         def job():
             try:
                 info = self.renderer.load(path)
-            except BaseException as err:
-                logger.error('Cannot load network "%s": %s', path, err)
+            except Exception as err:
                 self._load_state = dict(status='error', error=f'Cannot load network: {err}', network=path)
-                raise
+                kept = '' if self.renderer.G is None else ': the previous network stays loaded'
+                self._set_status('Load failed' + kept)
+                raise IOError(self._load_state['error']) from err
             logger.info('Loaded %s (%s) on %s', info['generator'], info['kind'], info['device'])
             self._load_state = dict(status='ready', error=None, network=path)
+            self._on_loaded(info)
             return info
         self._load_ticket = self.worker.submit(job)
         return self._load_ticket
+
+    def _on_loaded(self, info: Dict[str, Any]) -> None:
+        """Fit the controls to the new network, then move every tab to its frontal camera (which renders)."""
+        self.gui_network.value = info['network']
+        self.gui_netinfo.content = (f'{info["kind"]} `{info["generator"]}`, {info["img_resolution"]} px, '
+                                    f'{info["device"]}')
+        self.gui_class.options = (RANDOM_CLASS,) + tuple(str(k) for k in range(info['num_classes']))
+        self.gui_class.visible = info['num_classes'] > 0
+        cameras = [k for k, v in CAMERAS.items() if v != 'learned' or info['learns_camera']]
+        self.gui_camera.options = tuple(cameras)
+        self.gui_nrr.value = info['default_nrr']
+        text = json.dumps(info['training_options'], indent=2)
+        self.gui_options.content = f'```json\n{text}\n```'
+        self.reset_cameras()
+        self.request_all()
 
     def wait_loaded(self, timeout: Optional[float] = None) -> Dict[str, Any]:
         if self._load_ticket is not None:
@@ -156,116 +367,22 @@ class ViewerServer:
             info['status'], info['error'] = self._load_state['status'], self._load_state['error']
         return info
 
-    def run(self, fn: Callable[[], Any], latest_wins: bool = False) -> Tuple[int, Dict[str, Any], Any]:
-        """Run fn on the worker and wait: (http status, error payload or {}, result)."""
-        ticket = self.worker.submit(fn, latest_wins=latest_wins)
-        if not ticket.done.wait(self.timeout):
-            return 504, dict(error=f'still working after {self.timeout:.0f} s; try again later'), None
-        if ticket.superseded:
-            return 409, dict(error='superseded by a newer request', superseded=True), None
-        if ticket.error is not None:
-            code = 400 if isinstance(ticket.error, (ValueError, IOError)) else 500
-            return code, dict(error=str(ticket.error) or type(ticket.error).__name__), None
-        return 200, {}, ticket.result
+    def _export(self, client: Optional[viser.ClientHandle], what: str, fn: Callable[[dnnlib.EasyDict], str]) -> Ticket:
+        """Run an export job: write into --outdir, then offer the file to the tab that asked as a browser download."""
+        def job():
+            path = fn(self.params(client))
+            logger.info('%s: wrote %s', what, path)
+            self._set_status(f'{what}: saved {path}')
+            if client is not None:
+                with open(path, 'rb') as f:
+                    client.send_file_download(os.path.basename(path), f.read(), save_immediately=True)
+            return path
+        return self.worker.submit(job)
 
-    def close(self) -> None:
-        if self.httpd is not None:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-        if self.worker is not None:
-            self.worker.stop()
+    def save_image(self, client: Optional[viser.ClientHandle] = None) -> Ticket:
+        return self._export(client, 'Save image', self.renderer.save_image)
 
-#----------------------------------------------------------------------------
-
-class _Handler(BaseHTTPRequestHandler):
-    viewer: ViewerServer
-    server_version = 'eg3d-viewer/1.0'
-
-    def log_message(self, format: str, *args: Any) -> None: # pylint: disable=redefined-builtin
-        logger.debug('%s %s', self.address_string(), format % args)
-
-    def _send(self, code: int, body: bytes, content_type: str) -> None:
-        try:
-            self.send_response(code)
-            self.send_header('Content-Type', content_type)
-            self.send_header('Content-Length', str(len(body)))
-            self.send_header('Cache-Control', 'no-store')
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError): # the page went away; nothing to tell it
-            pass
-
-    def _json(self, code: int, obj: Dict[str, Any]) -> None:
-        self._send(code, json.dumps(obj).encode('utf-8'), 'application/json')
-
-    def _host_ok(self) -> bool:
-        """Refuse other sites' pages (Origin) and DNS-rebinding names (Host) when bound to loopback."""
-        host = urllib.parse.urlsplit('//' + self.headers.get('Host', '')).hostname or ''
-        if is_loopback(self.viewer.host) and not is_loopback(host):
-            return False
-        origin = self.headers.get('Origin')
-        return origin is None or urllib.parse.urlsplit(origin).netloc == self.headers.get('Host', '')
-
-    def do_GET(self) -> None: # pylint: disable=invalid-name
-        if not self._host_ok():
-            return self._json(403, dict(error='forbidden host or origin'))
-        path = urllib.parse.urlsplit(self.path).path
-        if path == '/api/info':
-            return self._json(200, self.viewer.info())
-        name = 'index.html' if path in ('/', '/index.html') else path[len('/static/'):] if path.startswith('/static/') else None
-        if name is None or name not in os.listdir(STATIC_DIR): # whitelist: no path traversal
-            return self._json(404, dict(error=f'not found: {path}'))
-        with open(os.path.join(STATIC_DIR, name), 'rb') as f:
-            self._send(200, f.read(), CONTENT_TYPES.get(os.path.splitext(name)[1], 'application/octet-stream'))
-
-    def do_POST(self) -> None: # pylint: disable=invalid-name
-        if not self._host_ok():
-            return self._json(403, dict(error='forbidden host or origin'))
-        if self.headers.get('Content-Type', '').split(';')[0].strip() != 'application/json':
-            return self._json(415, dict(error='expected Content-Type: application/json'))
-        length = int(self.headers.get('Content-Length') or 0)
-        if length > MAX_BODY:
-            return self._json(413, dict(error='request too large'))
-        try:
-            body = json.loads(self.rfile.read(length) or b'{}')
-            if not isinstance(body, dict):
-                raise ValueError('expected a JSON object')
-        except ValueError as err:
-            return self._json(400, dict(error=f'bad JSON: {err}'))
-        route = urllib.parse.urlsplit(self.path).path
-        try:
-            self._route(route, body)
-        except ValueError as err: # bad parameters
-            self._json(400, dict(error=str(err)))
-
-    def _route(self, route: str, body: Dict[str, Any]) -> None:
-        v, r = self.viewer, self.viewer.renderer
-        if route == '/api/load':
-            path = str(body.get('network') or '').strip()
-            ticket = v.load(path)
-            ticket.done.wait(v.timeout)
-            if ticket.error is not None:
-                return self._json(400, dict(error=f'Cannot load network: {ticket.error}', info=v.info()))
-            return self._json(200, v.info())
-        if route not in ('/api/render', '/api/save_image', '/api/export_mesh'):
-            return self._json(404, dict(error=f'not found: {route}'))
-        p = parse_params(body)
-        if route == '/api/render':
-            code, err, res = v.run(lambda: r.render(p), latest_wins=True)
-            if code != 200:
-                return self._json(code, dict(err, request=body.get('request')))
-            png = res['png']
-            payload = {k: val for k, val in res.items() if k != 'png'}
-            payload.update(request=body.get('request'), image='data:image/png;base64,' + base64.b64encode(png).decode())
-            return self._json(200, payload)
-        if route == '/api/save_image':
-            code, err, res = v.run(lambda: r.save_image(p))
-        else:
-            code, err, res = v.run(lambda: r.export_mesh(p, int(body.get('mesh_res', 128))))
-        if code != 200:
-            logger.error('%s failed: %s', route, err['error'])
-        else:
-            logger.info('%s: wrote %s', route, res['path'])
-        self._json(code, err if code != 200 else res)
+    def export_mesh(self, client: Optional[viser.ClientHandle] = None) -> Ticket:
+        return self._export(client, 'Export mesh', lambda p: self.renderer.export_mesh(p, int(self.gui_mesh_res.value)))
 
 #----------------------------------------------------------------------------

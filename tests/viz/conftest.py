@@ -1,4 +1,5 @@
-"""Fixtures for the viewer tests: tiny random-init EG3D / 3DGP pickles and a running viewer on a free local port."""
+"""Fixtures for the viewer tests: tiny random-init EG3D / 3DGP pickles, their .safetensors twins, and a running viewer
+on a free local port."""
 
 import json
 
@@ -19,6 +20,17 @@ def eg3d_pkl(tmp_path_factory):
 @pytest.fixture(scope='session')
 def gp_pkl(tmp_path_factory):
     return write_pickle(tiny_3dgp_G(), tmp_path_factory.mktemp('viz-3dgp') / '3dgp-tiny.pkl')
+
+@pytest.fixture(scope='session')
+def safetensors_files(tmp_path_factory):
+    """{'EG3D': path, '3DGP': path}: the tiny generators as weights-only files (what `legacy.py convert` writes)."""
+    import safe_weights
+    out = tmp_path_factory.mktemp('viz-safetensors')
+    files = {}
+    for kind, G in (('EG3D', tiny_eg3d_G()), ('3DGP', tiny_3dgp_G())):
+        files[kind] = str(out / f'{kind}.safetensors')
+        safe_weights.save_safetensors(dict(G=G, G_ema=G, training_set_kwargs=dict(path=f'{kind}.zip')), files[kind])
+    return files
 
 @pytest.fixture(scope='session')
 def viewer(eg3d_pkl, tmp_path_factory):
