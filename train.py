@@ -186,6 +186,9 @@ def make_cli(plugins: List[str] = ()) -> click.Command:
     @o('--seed',        help='Random seed', metavar='INT', type=click.IntRange(min=0), default=0, show_default=True)
     @o('--nobench',     help='Disable cuDNN benchmarking', metavar='BOOL', type=B, default=False, show_default=True)
     @o('--workers',     help='DataLoader worker processes', metavar='INT', type=click.IntRange(min=1), default=3, show_default=True)
+    @o('--compile',     help='torch.compile the networks in the loss (snapshots hold plain modules)', metavar='BOOL', type=B, is_flag=False, flag_value=True, default=False, show_default=True)
+    @o('--amp',         help='Autocast the G/D forward passes of the loss (CPU and CUDA)', type=click.Choice(['none', 'bf16']), default='none', show_default=True)
+    @o('--detector-dir', help='Folder with metric detector pickles (inception-2015-12-05.pkl, vgg16.pkl)  [default: $EG3D_DETECTOR_DIR, else download cache]', metavar='DIR', type=S, default=None)
     @o('-n', '--dry-run', help='Print training options and exit', is_flag=True)
     @o('--plugin',      help='Extra plugin module to import (repeatable)', metavar='MODULE', multiple=True)
     # EG3D options.
@@ -239,6 +242,8 @@ def make_cli(plugins: List[str] = ()) -> click.Command:
             bad = [m for m in opts.metrics if m not in metric_main.list_valid_metrics()]
             if bad:
                 raise click.BadParameter(f'unknown metric(s) {", ".join(bad)}; valid: {", ".join(metric_main.list_valid_metrics())}', param_hint='--metrics')
+        if opts.detector_dir is not None and not os.path.isdir(opts.detector_dir):
+            raise click.BadParameter(f'{opts.detector_dir!r} is not a folder', param_hint='--detector-dir')
         resume = _resume_kind(opts)  # exact resume clears opts.resume: the config must be the original run's
         try:
             c = preset(opts)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import dnnlib
 from torch_utils import training_stats
 from torch_utils.ops import conv2d_gradfix
+from training.loss import Loss
 from eg3d_ext.camera_generator import camera_emd_loss, force_mean_loss, linear_schedule
 from eg3d_ext.distillation_head import kd_loss
 
@@ -20,7 +21,10 @@ def sample_patch_params(batch_size: int, beta: float, min_scale: float, max_scal
     """[N, 3] = (scale, offset_x, offset_y): s = min + (max-min) Beta(alpha, beta), o ~ U[0, 1-s]; one draw per
     group of `group_size` CONSECUTIVE samples (3DGP; D's mbstd groups are strided, so they mix geometries)."""
     num_groups = -(-batch_size // group_size)
-    u = torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(beta))).sample([num_groups]).to(device)
+    # Drawn on the device (a CPU draw copied over would sync every step); torch.full instead of torch.tensor, which
+    # copies from the host, and no argument validation, which reads a device flag on the host.
+    concentration = [torch.full([], float(v), device=device) for v in (alpha, beta)]
+    u = torch.distributions.Beta(*concentration, validate_args=False).sample([num_groups])
     s = min_scale + (max_scale - min_scale) * u.clamp(0, 1)
     o = torch.rand([num_groups, 2], device=device) * (1 - s[:, None])
     params = torch.cat([s[:, None], o], dim=1)
@@ -66,7 +70,7 @@ def blur_images(img: torch.Tensor, sigma: float, depth_blur_scale: Optional[floa
 
 #----------------------------------------------------------------------------
 
-class Loss3DGP:
+class Loss3DGP(Loss):
     """accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg, depth=None, embedding=None)."""
 
     def __init__(self, device, G, D, augment_pipe=None,

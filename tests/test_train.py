@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -64,6 +65,8 @@ def test_dry_run_prints_options_and_creates_nothing(tiny_zip, tmp_path):
     (['--gpus=1', '--batch=2'], 'must be at least --mbstd-group=4'),
     (['--gpus=1', '--batch=4', '--cfg=nope'], "'nope' is not one of"),
     (['--gpus=1', '--batch=4', '--data=/nonexistent/x.zip'], 'Path must point to a directory or zip'),
+    (['--gpus=1', '--batch=4', '--detector-dir=/nonexistent'], "'/nonexistent' is not a folder"),
+    (['--gpus=1', '--batch=4', '--amp=fp16'], "'fp16' is not one of"),
 ])
 def test_bad_options_give_one_line_errors(tiny_zip, tmp_path, args, message):
     argv = ['--outdir', str(tmp_path), '--data', tiny_zip, '-n'] + TINY + args  # later options win
@@ -76,6 +79,45 @@ def test_no_sr_for_resolution_is_clear(tmp_path):
     argv = ['--outdir', str(tmp_path), '--data', str(tmp_path / 'd.zip'), '--cfg=ffhq', '--gpus=1', '--batch=4', '--gamma=1', '-n']
     res = CliRunner().invoke(cli(), argv)
     assert res.exit_code != 0 and 'No EG3D superresolution module for 32x32' in res.output
+
+def test_speed_options_are_recorded_only_when_on(tiny_zip, tmp_path):
+    base = ['--outdir', str(tmp_path / 'runs'), '--data', tiny_zip, '--gpus=1', '--batch=4', '-n'] + TINY
+    for extra, expected in [([], {}), (['--compile', '--amp=bf16', f'--detector-dir={tmp_path}'],
+                                       dict(torch_compile=True, amp='bf16', detector_dir=str(tmp_path)))]:
+        res = CliRunner().invoke(cli(), base + extra)
+        assert res.exit_code == 0, res.output
+        c = json.loads(res.output[res.output.index('{'):res.output.index('\nOutput directory')])
+        assert {k: c[k] for k in ('torch_compile', 'amp', 'detector_dir') if k in c} == expected
+
+@pytest.fixture
+def no_detectors(tmp_path, monkeypatch):
+    """Empty private download cache, no downloads, no $EG3D_DETECTOR_DIR; an empty detector folder."""
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
+    monkeypatch.setenv('DNNLIB_OFFLINE', '1')
+    monkeypatch.delenv('EG3D_DETECTOR_DIR', raising=False)
+    (tmp_path / 'detectors').mkdir()
+    return tmp_path / 'detectors'
+
+def test_missing_detector_stops_the_run_at_launch(tiny_zip, tmp_path, no_detectors):
+    argv = ['--outdir', str(tmp_path / 'runs'), '--data', tiny_zip, '--gpus=1', '--batch=4'] + TINY + \
+           ['--metrics=fid50k_full', f'--detector-dir={no_detectors}']
+    res = CliRunner().invoke(cli(), argv)
+    assert res.exit_code != 0, res.output
+    assert 'Feature detector inception-2015-12-05.pkl not found' in res.output, res.output
+    assert str(no_detectors / 'inception-2015-12-05.pkl') in res.output # where to put it
+    assert 'Traceback' not in res.output and not (tmp_path / 'runs').exists() # nothing started
+
+def test_detector_check_finds_local_files_and_skips_runs_without_metrics(tmp_path, no_detectors, monkeypatch):
+    from metrics import metric_utils
+    from training.launch import missing_detector
+    with open(no_detectors / 'inception-2015-12-05.pkl', 'wb') as f:
+        pickle.dump(metric_utils.TinyDetector(), f)
+    assert missing_detector(['fid50k_full', 'kid50k_full', 'nfs256'], str(no_detectors)) is None
+    assert 'vgg16.pkl' in missing_detector(['fid50k_full', 'pr50k3_full'], str(no_detectors))
+    assert 'inception-2015-12-05.pkl' in missing_detector(['fid2k_full']) # no folder: the empty download cache
+    assert missing_detector([], str(tmp_path / 'nowhere')) is None # --metrics=none checks nothing
+    monkeypatch.setenv('EG3D_DETECTOR_DIR', str(no_detectors))
+    assert missing_detector(['is50k']) is None
 
 #----------------------------------------------------------------------------
 

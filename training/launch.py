@@ -5,7 +5,7 @@ import json
 import os
 import re
 import tempfile
-from typing import Optional
+from typing import List, Optional
 
 import click
 
@@ -42,6 +42,19 @@ def subprocess_fn(rank: int, c: dnnlib.EasyDict, temp_dir: Optional[str], local_
     if rank != 0:
         custom_ops.verbosity = 'none'
     training_loop.training_loop(rank=rank, device=device, **c)
+
+def missing_detector(metrics: List[str], detector_dir: Optional[str] = None) -> Optional[str]:
+    """The metrics' own error for a detector they need that is neither on disk nor obtainable, else None. Looks
+    (and downloads, where the metrics would) exactly as the first snapshot's metrics will, so that a missing file
+    stops the run at launch instead of after the first tick. No metrics: nothing is checked or imported."""
+    if not metrics:
+        return None
+    from metrics import metric_main, metric_utils
+    try:
+        metric_utils.prepare_detectors(metric_main.detector_urls(metrics), detector_dir, verbose=True)
+    except dnnlib.util.MissingWeightsError as err:
+        return str(err)
+    return None
 
 def _write_options(c: dnnlib.EasyDict) -> None:
     os.makedirs(c.run_dir, exist_ok=c.get('resume_state') is not None)
@@ -81,19 +94,27 @@ def launch_training(c: dnnlib.EasyDict, desc: str, outdir: str, dry_run: bool, r
         print('Dry run; exiting.')
         return
 
-    if torchrun:  # One process per rank already exists: rank 0 picks the run dir and shares it.
+    if torchrun:  # One process per rank already exists: rank 0 checks, picks the run dir and shares both.
         import torch
         backend = 'nccl' if torch.cuda.is_available() else 'gloo'
         torch.distributed.init_process_group(backend=backend, init_method='env://')
+        error = None
         if rank == 0:
-            print('Creating output directory...')
-            _write_options(c)
-        shared = [c.run_dir]
+            error = missing_detector(c.metrics, c.get('detector_dir'))
+            if error is None:
+                print('Creating output directory...')
+                _write_options(c)
+        shared = [c.run_dir, error]
         torch.distributed.broadcast_object_list(shared, src=0)
-        c.run_dir = shared[0]
+        c.run_dir, error = shared
+        if error is not None:
+            raise click.ClickException(error)
         subprocess_fn(rank=rank, c=c, temp_dir=None, local_rank=int(os.environ['LOCAL_RANK']))
         return
 
+    error = missing_detector(c.metrics, c.get('detector_dir'))
+    if error is not None:
+        raise click.ClickException(error)
     print('Creating output directory...')
     _write_options(c)
     print('Launching processes...')

@@ -1,6 +1,8 @@
 """EG3D training objective: non-saturating GAN loss, lazy R1 on the dual (image, image_raw) input, density regularisation."""
 
-from typing import Optional
+import contextlib
+import functools
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -11,9 +13,82 @@ from training.dual_discriminator import filtered_resizing
 
 #----------------------------------------------------------------------------
 
+AMP_DTYPES = {'bf16': torch.bfloat16}  # --amp choices
+
+def _bf16_to_float32(out: Any) -> Any:
+    """Network outputs back in float32, so that the loss arithmetic (softplus, R1, KD) is the plain path's."""
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.dtype == torch.bfloat16 else out
+    if isinstance(out, dict):
+        return {k: _bf16_to_float32(v) for k, v in out.items()}
+    if isinstance(out, (tuple, list)):
+        return type(out)(_bf16_to_float32(v) for v in out)
+    return out
+
+@contextlib.contextmanager
+def _plain_convolutions():
+    """conv2d_gradfix off within the block (its forward decides which autograd path the backward takes)."""
+    enabled = conv2d_gradfix.enabled
+    conv2d_gradfix.enabled = False
+    try:
+        yield
+    finally:
+        conv2d_gradfix.enabled = enabled
+
+class FastNetwork:
+    """The loss's handle on G or D under --compile/--amp: calling it, or one of `methods` (e.g. G.synthesis), runs
+    the torch.compile'd function and/or under bf16 autocast; every other attribute is the plain module's, read and
+    written through. It is not a Module: the loop's snapshots, EMA and optimizers see only the plain networks, so no
+    compiled wrapper ever reaches a pickle."""
+
+    def __init__(self, module: torch.nn.Module, methods: Sequence[str] = (), compile: bool = False,
+                 amp: Optional[str] = None, device_type: str = 'cpu'):
+        calls = {name: getattr(module, name) for name in methods}
+        calls['__call__'] = module
+        if compile:
+            calls = {name: torch.compile(fn) for name, fn in calls.items()}
+        object.__setattr__(self, '_module', module)
+        object.__setattr__(self, '_calls', calls)
+        object.__setattr__(self, '_amp_dtype', AMP_DTYPES[amp] if amp is not None else None)
+        object.__setattr__(self, '_device_type', device_type)
+
+    def _run(self, name: str, *args, **kwargs) -> Any:
+        if self._amp_dtype is None:
+            return self._calls[name](*args, **kwargs)
+        # conv2d_gradfix's custom op is not autocast-aware (its backward would meet bf16 gradients and float32 saved
+        # tensors); plain convolutions under autocast handle that, and double backward, by themselves.
+        with torch.autocast(self._device_type, dtype=self._amp_dtype), _plain_convolutions():
+            out = self._calls[name](*args, **kwargs)
+        return _bf16_to_float32(out)
+
+    def __call__(self, *args, **kwargs) -> Any:
+        return self._run('__call__', *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._calls:
+            return functools.partial(self._run, name)
+        return getattr(self._module, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._module, name, value)
+
+    def __reduce__(self):
+        raise TypeError('FastNetwork is a training-time view and is never pickled; pickle the plain module')
+
 class Loss:
+    G_methods: Sequence[str] = ()  # G entry points accumulate_gradients calls besides G(...) itself
+
     def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg, **extras):  # to be overridden by subclass
         raise NotImplementedError()
+
+    def enable_fast_paths(self, compile: bool = False, amp: Optional[str] = None) -> None:
+        """Route the loss's G/D forward passes through torch.compile and/or bf16 autocast (--compile, --amp)."""
+        if amp is not None and amp not in AMP_DTYPES:
+            raise ValueError(f'amp must be one of {sorted(AMP_DTYPES)} or None, got {amp!r}')
+        if compile or amp is not None:
+            device_type = torch.device(self.device).type
+            self.G = FastNetwork(self.G, self.G_methods, compile, amp, device_type)
+            self.D = FastNetwork(self.D, (), compile, amp, device_type)
 
 #----------------------------------------------------------------------------
 
@@ -32,6 +107,8 @@ def _linear_ramp(cur_nimg: int, fade_kimg: float) -> float:
 #----------------------------------------------------------------------------
 
 class StyleGAN2Loss(Loss):
+    G_methods = ('mapping', 'synthesis', 'sample_mixed')
+
     def __init__(self, device, G, D, augment_pipe=None, r1_gamma=10, style_mixing_prob=0, pl_weight=0, pl_batch_shrink=2,
                  pl_decay=0.01, pl_no_weight_grad=False, blur_init_sigma=0, blur_fade_kimg=0, r1_gamma_init=0,
                  r1_gamma_fade_kimg=0, neural_rendering_resolution_initial=64, neural_rendering_resolution_final=None,
@@ -110,8 +187,10 @@ class StyleGAN2Loss(Loss):
             with torch.autograd.profiler.record_function('style_mixing'):
                 cutoff = torch.empty([], dtype=torch.int64, device=ws.device).random_(1, ws.shape[1])
                 cutoff = torch.where(torch.rand([], device=ws.device) < self.style_mixing_prob, cutoff, torch.full_like(cutoff, ws.shape[1]))
-                # EG3D mixes with a second mapping of the *unswapped* pose.
-                ws[:, cutoff:] = self.G.mapping(torch.randn_like(z), c, update_emas=False)[:, cutoff:]
+                # EG3D mixes with a second mapping of the *unswapped* pose. EG3D's ws[:, cutoff:] = ... reads the
+                # cutoff on the host; the mask gives the same values and gradients without that sync.
+                mixed = torch.arange(ws.shape[1], device=ws.device)[None, :, None] >= cutoff
+                ws = torch.where(mixed, self.G.mapping(torch.randn_like(z), c, update_emas=False), ws)
         return ws
 
     def run_G(self, z, c, swapping_prob, neural_rendering_resolution, update_emas=False):
@@ -154,7 +233,8 @@ class StyleGAN2Loss(Loss):
             loss.mul(gain).backward()
         elif reg_type in ('monotonic-detach', 'monotonic-fixed'):
             # Density should not decrease when stepping one voxel (of a 256 grid) further along -z ("behind").
-            step = torch.tensor([0, 0, -1], device=ws.device) * (1 / 256) * rk['box_warp']
+            step = torch.zeros([3], device=ws.device)  # filled on the device: torch.tensor(..., device) would sync
+            step[2] = -(1 / 256) * rk['box_warp']
             s0, s1 = sigma_pair(2000, lambda x: step)
             s0_ = s0.detach() if reg_type == 'monotonic-detach' else s0
             monotonic_loss = torch.relu(s0_ - s1).mean() * 10

@@ -10,7 +10,7 @@ import dnnlib
 # Phases: <name>both (no lazy regularisation) or <name>main + <name>reg sharing one optimizer.
 
 def setup_phases(specs: Sequence[Tuple[str, torch.nn.Module, dict, Optional[int]]]) -> Tuple[List[dnnlib.EasyDict], dict]:
-    """[(name, module, opt_kwargs, reg_interval)] -> (phases, {name: optimizer}); phases carry elapsed=None."""
+    """[(name, module, opt_kwargs, reg_interval)] -> (phases, {name: optimizer})."""
     phases = []
     optimizers = dict()
     for name, module, opt_kwargs, reg_interval in specs:
@@ -28,8 +28,6 @@ def setup_phases(specs: Sequence[Tuple[str, torch.nn.Module, dict, Optional[int]
             phases += [dnnlib.EasyDict(name=name + 'main', module=module, opt=opt, interval=1)]
             phases += [dnnlib.EasyDict(name=name + 'reg', module=module, opt=opt, interval=reg_interval)]
         optimizers[name] = opt
-    for phase in phases:
-        phase.elapsed = None
     return phases, optimizers
 
 #----------------------------------------------------------------------------

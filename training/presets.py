@@ -48,7 +48,7 @@ def init_dataset_kwargs(data: str, class_name: str = 'training.dataset.ImageFold
     return dataset_kwargs, dataset_obj.name
 
 def common_config(opts: dnnlib.EasyDict) -> dnnlib.EasyDict:
-    """Options every preset shares: batch/GPU layout, schedule, logging, data loading, optimisers, resume."""
+    """Options every preset shares: batch/GPU layout, schedule, logging, data loading, optimisers, resume, speed."""
     c = dnnlib.EasyDict()
     c.num_gpus = opts.gpus
     c.batch_size = opts.batch
@@ -77,6 +77,13 @@ def common_config(opts: dnnlib.EasyDict) -> dnnlib.EasyDict:
         c.ema_rampup = None  # Disable EMA rampup.
     if opts.nobench:
         c.cudnn_benchmark = False
+    # Speed options, recorded only when on so that default configs (and runs resumed by config) are unchanged.
+    if opts.get('compile'):
+        c.torch_compile = True
+    if opts.get('amp') not in (None, 'none'):
+        c.amp = opts.amp
+    if opts.get('detector_dir') is not None:
+        c.detector_dir = opts.detector_dir
     return c
 
 SR_MODULES = {  # dataset resolution -> superresolution class (EG3D)

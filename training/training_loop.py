@@ -1,9 +1,12 @@
 """Main training loop (EG3D semantics): phases with lazy regularisation, EMA, ADA, logging, snapshots, metrics."""
 
+import contextlib
 import copy
 import os
 import random
 import time
+
+from typing import Dict
 
 import numpy as np
 import torch
@@ -27,11 +30,12 @@ def _split_batch(batch, device, batch_gpu):
     """Dataset batch (img, c[, extras]) -> per-chunk lists; images become float in [-1, 1]."""
     img, c = batch[0], batch[1]
     extras = batch[2] if len(batch) > 2 else {}
-    img = (img.to(device).to(torch.float32) / 127.5 - 1).split(batch_gpu)
-    c = c.to(device).split(batch_gpu)
+    # non_blocking: a blocking host-to-device copy waits for all queued device work.
+    img = (img.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1).split(batch_gpu)
+    c = c.to(device, non_blocking=True).split(batch_gpu)
     chunks = [{} for _ in img]
     for k, v in extras.items():
-        for chunk, part in zip(chunks, torch.as_tensor(v).to(device).split(batch_gpu)):
+        for chunk, part in zip(chunks, torch.as_tensor(v).to(device, non_blocking=True).split(batch_gpu)):
             chunk[k] = part
     return img, c, chunks
 
@@ -41,6 +45,38 @@ def _sync_copy_attrs(G, G_ema):
         G_ema.neural_rendering_resolution = G.neural_rendering_resolution
     if hasattr(G, 'rendering_kwargs'):
         G_ema.rendering_kwargs = copy.copy(G.rendering_kwargs)
+
+class PhaseTimer:
+    """Run time of each phase over a tick. On CUDA every run records an event pair that is read only at the tick,
+    where the loop waits for the device anyway, so the hot loop never syncs; on CPU the host clock suffices."""
+
+    def __init__(self, device: torch.device):
+        self.on_cuda = device.type == 'cuda'
+        self.runs = dict()  # phase name -> [seconds] (CPU) or [(start, end) events] (CUDA)
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        if self.on_cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            yield
+            end.record()
+            self.runs.setdefault(name, []).append((start, end))
+        else:
+            t0 = time.perf_counter()
+            yield
+            self.runs.setdefault(name, []).append(time.perf_counter() - t0)
+
+    def pop_seconds(self) -> Dict[str, float]:
+        """Total seconds per phase name since the last call (waiting for the last CUDA event); starts over."""
+        if self.on_cuda:
+            for runs in self.runs.values():
+                runs[-1][1].synchronize()
+            seconds = {name: sum(start.elapsed_time(end) for start, end in runs) / 1000 for name, runs in self.runs.items()}
+        else:
+            seconds = {name: sum(runs) for name, runs in self.runs.items()}
+        self.runs = dict()
+        return seconds
 
 #----------------------------------------------------------------------------
 
@@ -80,6 +116,9 @@ def training_loop(
     keep_checkpoints        = 2,        # How many checkpoints to keep (<= 0: all).
     guard_kwargs            = None,     # training.divergence.DivergenceGuard options. None = no divergence guard.
     write_safetensors       = False,    # Also write network-snapshot-*.safetensors (weights-only) beside each pickle.
+    torch_compile           = False,    # Run the loss's G/D forward passes through torch.compile (snapshots stay plain modules).
+    amp                     = None,     # 'bf16' = autocast the loss's G/D forward passes to bfloat16. None = full precision.
+    detector_dir            = None,     # Folder with metric detector pickles. None = $EG3D_DETECTOR_DIR, else the download cache.
     cudnn_benchmark         = True,     # Enable torch.backends.cudnn.benchmark?
     device                  = None,     # torch.device; None = cuda:<rank> if available, else cpu.
     abort_fn                = None,     # Callback that determines whether to abort training. Must return consistent results across ranks.
@@ -185,6 +224,10 @@ def training_loop(
     if rank == 0:
         print('Setting up training phases...')
     loss = dnnlib.util.construct_class_by_name(device=device, G=G, D=D, augment_pipe=augment_pipe, **loss_kwargs)
+    if torch_compile or amp is not None:
+        if not hasattr(loss, 'enable_fast_paths'):
+            raise ValueError(f'{type(loss).__name__} does not support --compile/--amp (no enable_fast_paths)')
+        loss.enable_fast_paths(compile=torch_compile, amp=amp)
     phases, optimizers = setup_phases([('G', G, G_opt_kwargs, G_reg_interval), ('D', D, D_opt_kwargs, D_reg_interval)])
     base_lrs = {name: [group['lr'] for group in opt.param_groups] for name, opt in optimizers.items()}
     base_gamma = getattr(loss, 'r1_gamma', None)
@@ -214,6 +257,7 @@ def training_loop(
     if rank == 0:
         print('Initializing logs...')
     stats_collector = training_stats.Collector(regex='.*')
+    phase_timer = PhaseTimer(device)
     guard_stats = training_stats.Collector(regex=r'Loss/(G/loss|D/loss|signs/real|signs/fake)') if guard is not None else None
     stats_metrics = dict()
     stats_jsonl, stats_tfevents = None, None
@@ -252,23 +296,16 @@ def training_loop(
             all_gen_z = torch.randn([len(phases) * batch_size, G.z_dim], device=device)
             all_gen_z = [phase_gen_z.split(batch_gpu) for phase_gen_z in all_gen_z.split(batch_size)]
             all_gen_c = [training_set.get_label(np.random.randint(len(training_set))) for _ in range(len(phases) * batch_size)]
-            all_gen_c = torch.from_numpy(np.stack(all_gen_c)).to(device)
+            all_gen_c = torch.from_numpy(np.stack(all_gen_c)).to(device, non_blocking=True)
             all_gen_c = [phase_gen_c.split(batch_gpu) for phase_gen_c in all_gen_c.split(batch_size)]
 
         # Execute training phases.
         for phase, phase_gen_z, phase_gen_c in zip(phases, all_gen_z, all_gen_c):
             if batch_idx % phase.interval != 0:
                 continue
-            if on_cuda:
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-
-            run_phase(phase, loss, zip(phase_real_img, phase_real_c, phase_extras, phase_gen_z, phase_gen_c), cur_nimg=cur_nimg,
-                      num_gpus=num_gpus, guard=guard)
-
-            if on_cuda:
-                torch.cuda.synchronize(device)
-            phase.elapsed = (phase.elapsed or 0) + time.perf_counter() - t0
+            with phase_timer(phase.name):
+                run_phase(phase, loss, zip(phase_real_img, phase_real_c, phase_extras, phase_gen_z, phase_gen_c),
+                          cur_nimg=cur_nimg, num_gpus=num_gpus, guard=guard)
 
         # Update G_ema.
         with torch.autograd.profiler.record_function('Gema'):
@@ -324,8 +361,7 @@ def training_loop(
                 training_set_iterator = make_iterator()
                 consumed_iter = iter(consumed_sampler)
                 stats_collector.update()  # the failed tick's statistics must not leak into the next stats line
-                for phase in phases:
-                    phase.elapsed = None
+                phase_timer.pop_seconds()
                 tick_start_nimg = cur_nimg
                 tick_start_time = time.time()
                 maintenance_time = tick_start_time - tick_end_time
@@ -358,17 +394,17 @@ def training_loop(
                 print('Evaluating metrics...')
             for metric in metrics:
                 result_dict = metric_main.calc_metric(metric=metric, G=snapshot_data['G_ema'], dataset_kwargs=training_set_kwargs,
-                                                      num_gpus=num_gpus, rank=rank, device=device)
+                                                      num_gpus=num_gpus, rank=rank, device=device, detector_dir=detector_dir)
                 if rank == 0:
                     metric_main.report_metric(result_dict, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
                 stats_metrics.update(result_dict.results)
         del snapshot_data  # conserve memory
 
         # Collect statistics.
-        for phase in phases:
-            if phase.elapsed is not None:
-                training_stats.report0('Timing/' + phase.name, phase.elapsed)
-                phase.elapsed = None
+        phase_seconds = phase_timer.pop_seconds()
+        for phase in phases:  # in phase order: every rank must report the same names in the same order
+            if phase.name in phase_seconds:
+                training_stats.report0('Timing/' + phase.name, phase_seconds[phase.name])
         stats_collector.update()
         stats_dict = stats_collector.as_dict()
 
