@@ -294,7 +294,7 @@ def load_network(path: str, force_fp16: bool = False, trusted: Optional[bool] = 
         _pickle_warned = True
         print(f'Warning: loading a pickle runs code stored in it; only load pickles you trust ({path}). Convert with '
               f'`python legacy.py convert IN.pkl OUT.safetensors` for a weights-only file; EG3D_TRUST_PICKLES=1 silences '
-              f'this.', file=sys.stderr)
+              f'this.', file=sys.stderr, flush=True)
     with dnnlib.util.open_url(path) as f:
         return load_network_pkl(f, force_fp16=force_fp16, adapt=adapt)
 

@@ -16,7 +16,7 @@ python train.py --outdir=/tmp/runs --cfg=ffhq --data=tiny128.zip --gpus=2 --batc
 import os
 import re
 import sys
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import click
 
@@ -36,12 +36,12 @@ def _resume_kind(opts: dnnlib.EasyDict) -> tuple:
         kind = checkpoint.classify_resume(opts.resume)
     except ValueError as err:
         raise click.BadParameter(str(err).split(': ', 1)[-1], param_hint='--resume')
-    if kind == 'pkl' and not dnnlib.util.is_url(opts.resume):
-        if not os.path.isfile(opts.resume):
+    if kind == 'pkl':
+        if not dnnlib.util.is_url(opts.resume, allow_file_urls=True) and not os.path.isfile(opts.resume):
             raise click.BadParameter(f'{opts.resume}: no such file', param_hint='--resume')
         import legacy
-        try:  # fail now, not after a new run dir was created
-            legacy.load_network(opts.resume, trusted=True)
+        try:  # fail now, not after a new run dir was created; a pickle (local or downloaded) warns as in the other tools
+            legacy.load_network(opts.resume)
         except (IOError, ValueError) as err:
             raise click.BadParameter(str(err), param_hint='--resume')
     path = opts.resume
@@ -121,6 +121,25 @@ class GridSize(click.ParamType):
             self.fail(f'{value!r} is not a grid size like 4x2', param, ctx)
         return [int(m.group(1)), int(m.group(2))]
 
+class Hyphenated(click.Option):
+    """An EG3D option spelled with underscores that also takes the hyphenated spelling, like the other options. --help
+    lists the EG3D name only (--neural_rendering_resolution_fade_kimg alone fills the option column) and says so."""
+    def __init__(self, param_decls: Sequence[str], **kwargs):
+        super().__init__(list(param_decls) + [d.replace('_', '-') for d in param_decls if d.startswith('--')], **kwargs)
+
+    def get_help_record(self, ctx):
+        names, text = super().get_help_record(ctx)
+        for alias in self.opts[1:]:
+            names = names.replace(f', {alias}', '')
+        return names, f'{text}  [also spelled with hyphens]'
+
+def _message(err: Exception) -> str:
+    """str(err) without the quotes of a KeyError-style repr, which wraps the whole message and nothing else."""
+    text = str(err)
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in '\'"' and text[0] not in text[1:-1]:
+        return text[1:-1]
+    return text
+
 def _plugin_modules_from_argv(argv: List[str]) -> List[str]:
     """--plugin must be known before the CLI is built, because plugins add presets and options."""
     mods = []
@@ -192,9 +211,9 @@ def make_cli(plugins: List[str] = ()) -> click.Command:
     @o('-n', '--dry-run', help='Print training options and exit', is_flag=True)
     @o('--plugin',      help='Extra plugin module to import (repeatable)', metavar='MODULE', multiple=True)
     # EG3D options.
-    @o('--neural_rendering_resolution_initial', help='Resolution to render at', metavar='INT', type=click.IntRange(min=1), default=64, show_default=True)
-    @o('--neural_rendering_resolution_final', help='Final resolution to render at, if blending', metavar='INT', type=click.IntRange(min=1), default=None)
-    @o('--neural_rendering_resolution_fade_kimg', help='Kimg to blend resolution over', metavar='INT', type=click.IntRange(min=0), default=1000, show_default=True)
+    @o('--neural_rendering_resolution_initial', cls=Hyphenated, help='Resolution to render at', metavar='INT', type=click.IntRange(min=1), default=64, show_default=True)
+    @o('--neural_rendering_resolution_final', cls=Hyphenated, help='Final resolution to render at, if blending', metavar='INT', type=click.IntRange(min=1), default=None)
+    @o('--neural_rendering_resolution_fade_kimg', cls=Hyphenated, help='Kimg to blend resolution over', metavar='INT', type=click.IntRange(min=0), default=1000, show_default=True)
     @o('--blur_fade_kimg', help='Blur over how many', metavar='INT', type=click.IntRange(min=0), default=200, show_default=True)
     @o('--gen_pose_cond', help='If true, enable generator pose conditioning.', metavar='BOOL', type=B, default=False, show_default=True)
     @o('--c-scale',     help='Scale factor for generator pose conditioning.', metavar='FLOAT', type=click.FloatRange(min=0), default=1, show_default=True)
@@ -248,7 +267,7 @@ def make_cli(plugins: List[str] = ()) -> click.Command:
         try:
             c = preset(opts)
         except (IOError, ValueError) as err:
-            raise click.ClickException(str(err).strip("'\""))
+            raise click.ClickException(_message(err))
         run_dir = _apply_reliability_options(c, opts, resume)
 
         dataset_name = os.path.splitext(os.path.basename(os.path.normpath(opts.data)))[0]

@@ -1,12 +1,16 @@
-"""End-to-end tests of train.py: option errors, dry run, a tiny CPU run with snapshot + exact resume, two gloo ranks."""
+"""End-to-end tests of train.py: option errors, dry run, --resume pickle warnings, a torchrun rank that gives up, a
+tiny CPU run with snapshot + resume (and the snapshot reloaded in a fresh process), two gloo ranks + exact resume."""
 
 import glob
+import inspect
 import json
 import os
 import pickle
+import socket
 import subprocess
 import sys
 
+import click
 import numpy as np
 import pytest
 import torch
@@ -34,11 +38,13 @@ def tiny_zip(tmp_path_factory):
     return path
 
 def run_train(args, timeout=900):
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=ROOT)
+    """stdout then stderr of a successful train.py run, with its pickle warnings on."""
+    env = {k: v for k, v in os.environ.items() if k != 'EG3D_TRUST_PICKLES'}
+    env.update(OMP_NUM_THREADS='1', PYTHONPATH=ROOT)
     r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py')] + args, cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f'train.py failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}'
-    return r.stdout
+    return r.stdout + r.stderr
 
 def cli():
     import train
@@ -64,7 +70,7 @@ def test_dry_run_prints_options_and_creates_nothing(tiny_zip, tmp_path):
     (['--gpus=1', '--batch=4', '--batch-gpu=3'], 'multiple of --gpus times --batch-gpu'),
     (['--gpus=1', '--batch=2'], 'must be at least --mbstd-group=4'),
     (['--gpus=1', '--batch=4', '--cfg=nope'], "'nope' is not one of"),
-    (['--gpus=1', '--batch=4', '--data=/nonexistent/x.zip'], 'Path must point to a directory or zip'),
+    (['--gpus=1', '--batch=4', '--data=/nonexistent/x.zip'], "Path must point to a directory or zip: '/nonexistent/x.zip'\n"),
     (['--gpus=1', '--batch=4', '--detector-dir=/nonexistent'], "'/nonexistent' is not a folder"),
     (['--gpus=1', '--batch=4', '--amp=fp16'], "'fp16' is not one of"),
 ])
@@ -73,6 +79,68 @@ def test_bad_options_give_one_line_errors(tiny_zip, tmp_path, args, message):
     res = CliRunner().invoke(cli(), argv)
     assert res.exit_code != 0 and message in res.output, res.output
     assert 'Traceback' not in res.output
+
+def test_error_messages_lose_only_quotes_that_wrap_them():
+    import train
+    assert train._message(KeyError('no such preset')) == 'no such preset'
+    assert train._message(IOError("bad path: '/x.zip'")) == "bad path: '/x.zip'"
+    assert train._message(ValueError("'a' is not 'b'")) == "'a' is not 'b'"
+
+def test_neural_rendering_resolution_options_take_both_spellings(tiny_zip, tmp_path):
+    base = ['--outdir', str(tmp_path), '--data', tiny_zip, '--gpus=1', '--batch=4', '-n'] + TINY
+    expected = dict(neural_rendering_resolution_initial=16, neural_rendering_resolution_final=32,
+                    neural_rendering_resolution_fade_kimg=5)
+    for sep in '_-':
+        res = CliRunner().invoke(cli(), base + [f'--{k.replace("_", sep)}={v}' for k, v in expected.items()])
+        assert res.exit_code == 0, res.output
+        c = json.loads(res.output[res.output.index('{'):res.output.index('\nOutput directory')])
+        assert {k: c['loss_kwargs'][k] for k in expected} == expected
+    cmd = cli()
+    text = cmd.get_help(click.Context(cmd, info_name='train.py', terminal_width=80))
+    rows = text[text.index('  --neural_rendering_resolution_initial'):text.index('  --blur_fade_kimg')].splitlines()
+    assert [r.split()[0] for r in rows if r.startswith('  --')] == ['--' + k for k in expected]  # one name per option
+    assert ' '.join(rows).count('[also spelled with hyphens]') == 3 and max(len(r) for r in rows) <= 80
+
+PICKLE_WARNING = 'loading a pickle runs code stored in it'
+
+def test_resume_pickle_warns(tiny_zip, tmp_path, monkeypatch):
+    # train.py runs in a subprocess: the warning goes to stderr, which CliRunner does not flush.
+    import dnnlib
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
+    monkeypatch.setenv('DNNLIB_OFFLINE', '1')  # the URL must come from the download cache
+    nets = dict(G=torch.nn.Linear(1, 1), D=torch.nn.Linear(1, 1), G_ema=torch.nn.Linear(1, 1))
+    url = 'https://example.com/networks/downloaded.pkl'
+    local = str(tmp_path / 'local.pkl')
+    for path in (dnnlib.util.url_cache_path(url), local):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, 'wb') as f:
+            pickle.dump(nets, f)
+    base = ['--outdir', str(tmp_path / 'runs'), '--data', tiny_zip, '--gpus=1', '--batch=4', '-n'] + TINY
+    for resume in (url, local):  # downloaded or local: both run code, as in gen_videos.py and calc_metrics.py
+        out = run_train(base + ['--resume', resume])
+        assert out.count(PICKLE_WARNING) == 1 and f'"resume_pkl": "{resume}"' in out, (resume, out)
+
+def test_torchrun_rank_that_gives_up_exits_with_one_line(tiny_zip, tmp_path, monkeypatch):
+    from torch_utils import distributed
+    from training import training_loop
+    from training.divergence import TrainingDiverged
+    def give_up(**kwargs):
+        assert torch.distributed.get_backend() == 'gloo' and kwargs['rank'] == 0
+        raise TrainingDiverged('divergence guard gave up after 3 rollbacks at kimg 0.0')
+    monkeypatch.setattr(training_loop, 'training_loop', give_up)
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    for k, v in dict(RANK=0, WORLD_SIZE=1, LOCAL_RANK=0, MASTER_ADDR='127.0.0.1', MASTER_PORT=port, EG3D_MALLOC_TUNE=0).items():
+        monkeypatch.setenv(k, str(v))
+    try:
+        res = CliRunner().invoke(cli(), ['--outdir', str(tmp_path / 'runs'), '--data', tiny_zip, '--gpus=1', '--batch=4'] + TINY)
+    finally:
+        distributed.cleanup()
+    assert isinstance(res.exception, SystemExit) and res.exit_code == 1, res.output
+    assert res.output.rstrip().splitlines()[-1] == 'Error: divergence guard gave up after 3 rollbacks at kimg 0.0'
+    assert 'Traceback' not in res.output
+    assert os.path.isfile(tmp_path / 'runs' / '00000-ffhq-tiny32-gpus1-batch4-gamma1' / 'training_options.json')
 
 def test_no_sr_for_resolution_is_clear(tmp_path):
     make_zip(str(tmp_path / 'd.zip'), [np.zeros((32, 32, 3), np.uint8)] * 4, [FRONTAL] * 4)
@@ -124,13 +192,18 @@ def test_detector_check_finds_local_files_and_skips_runs_without_metrics(tmp_pat
 def _params(module):
     return {k: v.detach().clone() for k, v in module.named_parameters()}
 
-@pytest.mark.slow
-def test_train_snapshot_and_exact_resume(tiny_zip, tmp_path):
-    import legacy
-    out = str(tmp_path / 'runs')
+@pytest.fixture(scope='module')
+def tiny_run(tiny_zip, tmp_path_factory):
+    """One tiny single-process run of two ticks: (outdir, run dir, train.py output)."""
+    out = str(tmp_path_factory.mktemp('runs'))
     log = run_train(['--outdir', out, '--data', tiny_zip, '--gpus=1', '--batch=2', '--mbstd-group=2',
                      '--kimg=0.004', '--tick=0.002'] + TINY)
-    run_dir = os.path.join(out, '00000-ffhq-tiny32-gpus1-batch2-gamma1')
+    return out, os.path.join(out, '00000-ffhq-tiny32-gpus1-batch2-gamma1'), log
+
+@pytest.mark.slow
+def test_train_snapshot_and_exact_resume(tiny_zip, tiny_run):
+    import legacy
+    out, run_dir, log = tiny_run
     status = [l for l in log.splitlines() if l.startswith('tick ')]
     assert len(status) == 2 and all(f in status[0] for f in ('kimg', 'sec/tick', 'sec/kimg', 'maintenance', 'cpumem', 'gpumem', 'reserved', 'augment'))
     for name in ('training_options.json', 'log.txt', 'reals.png', 'fakes000000.png', 'fakes000000_raw.png',
@@ -151,8 +224,9 @@ def test_train_snapshot_and_exact_resume(tiny_zip, tmp_path):
     assert snap['G_ema'].neural_rendering_resolution == 16
 
     # Resume with zero learning rates: every parameter must come back exactly from the snapshot.
-    run_train(['--outdir', out, '--data', tiny_zip, '--gpus=1', '--batch=2', '--mbstd-group=2', '--kimg=0.002',
-               '--glr=0', '--dlr=0', '--resume', pkl] + TINY)
+    log = run_train(['--outdir', out, '--data', tiny_zip, '--gpus=1', '--batch=2', '--mbstd-group=2', '--kimg=0.002',
+                     '--glr=0', '--dlr=0', '--resume', pkl] + TINY)
+    assert log.count(PICKLE_WARNING) == 1  # train.py's check warns; the training loop loads the same file silently
     run2 = os.path.join(out, '00001-ffhq-tiny32-gpus1-batch2-gamma1')
     opts = json.load(open(os.path.join(run2, 'training_options.json')))
     assert opts['resume_pkl'] == pkl and opts['ema_rampup'] is None and opts['loss_kwargs']['blur_init_sigma'] == 0
@@ -170,16 +244,73 @@ def test_train_snapshot_and_exact_resume(tiny_zip, tmp_path):
     for k in g:
         torch.testing.assert_close(e_new[k], g[k].lerp(e_old[k], beta), rtol=0, atol=1e-7, msg=f'G_ema.{k}')
 
+def _render(G, z, c):
+    """G_ema's outputs for fixed inputs. The fresh-process test runs this same source in the other process."""
+    torch.manual_seed(0)  # the renderer jitters its ray samples
+    with torch.no_grad():
+        out = G(z, c, noise_mode='const')
+    return {k: out[k] for k in ('image', 'image_raw', 'image_depth')}
+
+# argv: repo root, torch threads, snapshot, inputs file, outputs file. Nothing from the tests is importable there.
+FRESH_PROCESS = """
+import sys
+import torch
+sys.path.insert(0, sys.argv[1])
+import legacy
+torch.set_num_threads(int(sys.argv[2]))
+with open(sys.argv[3], 'rb') as f:
+    G = legacy.load_network_pkl(f)['G_ema']
+z, c = torch.load(sys.argv[4])
+torch.save(_render(G, z, c), sys.argv[5])
+"""
+
 @pytest.mark.slow
-def test_train_two_gloo_ranks(tiny_zip, tmp_path):
+def test_snapshot_reproduces_g_ema_in_a_fresh_process(tiny_run, tmp_path):
+    import legacy
+    pkl = os.path.join(tiny_run[1], 'network-snapshot-000000.pkl')
+    with open(pkl, 'rb') as f:
+        G = legacy.load_network_pkl(f)['G_ema']
+    z = torch.randn([2, G.z_dim], generator=torch.Generator().manual_seed(1))
+    c = torch.tensor([FRONTAL, FRONTAL], dtype=torch.float32)
+    torch.save((z, c), tmp_path / 'inputs.pt')
+    p = subprocess.run([sys.executable, '-c', inspect.getsource(_render) + FRESH_PROCESS, ROOT, str(torch.get_num_threads()),
+                        pkl, str(tmp_path / 'inputs.pt'), str(tmp_path / 'outputs.pt')],
+                       cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    fresh, ours = torch.load(tmp_path / 'outputs.pt'), _render(G, z, c)
+    assert ours['image'].shape == (2, 3, 32, 32) and ours['image'].std() > 0
+    for k in ours:
+        assert torch.equal(fresh[k], ours[k]), k
+
+@pytest.mark.slow
+def test_train_two_gloo_ranks_and_exact_resume(tiny_zip, tmp_path):
     # Two CPU ranks (gloo, file:// rendezvous). The snapshot runs misc.check_ddp_consistency on G, D and G_ema,
     # which raises unless every parameter is identical on both ranks after the optimizer steps.
+    import legacy
+    from training import checkpoint
     out = str(tmp_path / 'runs')
-    log = run_train(['--outdir', out, '--data', tiny_zip, '--gpus=2', '--batch=2', '--mbstd-group=1', '--kimg=0.002'] + TINY)
+    args = ['--outdir', out, '--data', tiny_zip, '--gpus=2', '--batch=2', '--mbstd-group=1', '--tick=0.002'] + TINY
+    log = run_train(args + ['--kimg=0.002'])
     assert 'Distributing across 2 process(es)' in log
     run_dir = os.path.join(out, '00000-ffhq-tiny32-gpus2-batch2-gamma1')
-    assert os.path.isfile(os.path.join(run_dir, 'network-snapshot-000000.pkl'))
+    snapshot = os.path.join(run_dir, 'network-snapshot-000000.pkl')
+    with open(snapshot, 'rb') as f:
+        G_first = _params(legacy.load_network_pkl(f)['G'])
     stats = [json.loads(l) for l in open(os.path.join(run_dir, 'stats.jsonl'))]
-    assert stats[-1]['Loss/G/loss']['num'] == 2  # one sample from each rank was collected
+    assert len(stats) == 1 and stats[-1]['Loss/G/loss']['num'] == 2  # one sample from each rank was collected
+
+    # Exact resume of both ranks to a later kimg: same run dir, one more tick, logs and snapshots continue.
+    log = run_train(args + ['--kimg=0.004', '--resume', run_dir])
+    assert 'Resuming from' in log and 'checkpoint-000000-tick000001.pt' in log, log
+    assert sorted(os.listdir(out)) == ['00000-ffhq-tiny32-gpus2-batch2-gamma1']
+    stats = [json.loads(l) for l in open(os.path.join(run_dir, 'stats.jsonl'))]
+    assert [s['Progress/tick']['mean'] for s in stats] == [0, 1]
+    assert [s['Progress/kimg']['mean'] for s in stats] == pytest.approx([0.002, 0.004])
+    assert stats[-1]['Loss/G/loss']['num'] == 2
+    assert checkpoint.load(os.path.join(run_dir, 'checkpoint-000000-tick000002.pt'))['cur_nimg'] == 4
+    assert open(os.path.join(run_dir, 'log.txt')).read().count('Training for') == 2
+    with open(snapshot, 'rb') as f:
+        G_resumed = _params(legacy.load_network_pkl(f)['G'])
+    assert G_resumed.keys() == G_first.keys() and any(not torch.equal(G_first[k], G_resumed[k]) for k in G_first)
 
 #----------------------------------------------------------------------------

@@ -15,20 +15,24 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value.strip() else default
 
 def init(rank: Optional[int] = None, world_size: Optional[int] = None, init_method: Optional[str] = None,
-         device: Union[str, torch.device, None] = None, backend: Optional[str] = None) -> torch.device:
+         device: Union[str, torch.device, None] = None, backend: Optional[str] = None,
+         local_rank: Optional[int] = None) -> torch.device:
     """Join the process group and set up training_stats; returns the device this process should use.
 
     Arguments left as None come from the torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
     MASTER_PORT); without them, a single process (rank 0 of 1) is assumed and no process group is created.
     For torch.multiprocessing.spawn, pass rank, world_size and init_method (e.g. 'file:///tmp/initfile').
+    An explicit init_method creates the group even for one process (torchrun with one rank: init_method='env://').
 
     Args:
-        device:  'cpu', 'cuda' or a torch.device. None = CUDA (device LOCAL_RANK, or rank) if available, else CPU.
-        backend: None = 'nccl' for CUDA devices, 'gloo' otherwise.
+        device:     'cpu', 'cuda' or a torch.device. None = CUDA (device local_rank) if available, else CPU.
+        backend:    None = 'nccl' for CUDA devices, 'gloo' otherwise.
+        local_rank: Index of this process on its machine; None = LOCAL_RANK, else rank. Spawned ranks pass it so
+                    that a LOCAL_RANK left in the parent's environment cannot put them all on one GPU.
     """
     rank = _env_int('RANK', 0) if rank is None else rank
     world_size = _env_int('WORLD_SIZE', 1) if world_size is None else world_size
-    local_rank = _env_int('LOCAL_RANK', rank)
+    local_rank = _env_int('LOCAL_RANK', rank) if local_rank is None else local_rank
     if not 0 <= rank < world_size:
         raise ValueError(f'distributed.init(): invalid rank {rank} for world size {world_size}')
 
@@ -41,7 +45,7 @@ def init(rank: Optional[int] = None, world_size: Optional[int] = None, init_meth
             device = torch.device('cuda', local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
 
-    if world_size > 1 and not torch.distributed.is_initialized():
+    if (world_size > 1 or init_method is not None) and not torch.distributed.is_initialized():
         if backend is None:
             backend = 'nccl' if device.type == 'cuda' else 'gloo'
         if init_method is None and 'MASTER_ADDR' not in os.environ:

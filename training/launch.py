@@ -1,11 +1,12 @@
 """Start training processes for train.py: run dir and training_options.json, then one process per GPU/CPU rank
 (spawned, or the ranks torchrun already started) that calls training_loop."""
 
+import contextlib
 import json
 import os
 import re
 import tempfile
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import click
 
@@ -16,32 +17,39 @@ import dnnlib
 
 def subprocess_fn(rank: int, c: dnnlib.EasyDict, temp_dir: Optional[str], local_rank: Optional[int] = None) -> None:
     import torch
-    from torch_utils import training_stats
-    from torch_utils import custom_ops
+    from torch_utils import custom_ops, distributed
     from training import training_loop
 
     if rank == 0:
         dnnlib.util.Logger(file_name=os.path.join(c.run_dir, 'log.txt'), file_mode='a', should_flush=True)
-    local_rank = rank if local_rank is None else local_rank
-    use_cuda = torch.cuda.is_available()
-    device = torch.device('cuda', local_rank) if use_cuda else torch.device('cpu')
-    if use_cuda:
-        torch.cuda.set_device(device)
-    elif os.environ.get('EG3D_MALLOC_TUNE', '1') != '0':
+    if not torch.cuda.is_available() and os.environ.get('EG3D_MALLOC_TUNE', '1') != '0':
         from torch_utils.ops import host_malloc
         host_malloc.tune() # CPU steps re-fault large activations otherwise (docs/performance.md); opt out: EG3D_MALLOC_TUNE=0
 
-    # Init torch.distributed (spawned ranks use a file:// rendezvous; torchrun ranks are already initialised).
-    if c.num_gpus > 1 and not torch.distributed.is_initialized():
-        init_file = os.path.abspath(os.path.join(temp_dir, '.torch_distributed_init'))
-        backend = 'nccl' if use_cuda else 'gloo'
-        torch.distributed.init_process_group(backend=backend, init_method=f'file://{init_file}', rank=rank, world_size=c.num_gpus)
-
-    sync_device = device if c.num_gpus > 1 else None
-    training_stats.init_multiprocessing(rank=rank, sync_device=sync_device)
+    # Spawned ranks meet through a file in temp_dir; torchrun ranks (temp_dir None) already joined in launch_training.
+    spawned = temp_dir is not None and c.num_gpus > 1
+    init_method = 'file://' + os.path.abspath(os.path.join(temp_dir, '.torch_distributed_init')) if spawned else None
+    device = distributed.init(rank=rank, world_size=c.num_gpus, init_method=init_method,
+                              local_rank=rank if local_rank is None else local_rank)
     if rank != 0:
         custom_ops.verbosity = 'none'
     training_loop.training_loop(rank=rank, device=device, **c)
+
+@contextlib.contextmanager
+def _diverged_as_click_error() -> Iterator[None]:
+    """A run that the divergence guard gave up on ends with the guard's one-line message, not a traceback, whether
+    it failed in this process or in a spawned rank."""
+    import torch
+    from training.divergence import TrainingDiverged
+    try:
+        yield
+    except TrainingDiverged as err:
+        raise click.ClickException(str(err))
+    except torch.multiprocessing.ProcessRaisedException as err:
+        last = str(err).strip().splitlines()[-1]
+        if 'TrainingDiverged' in last:
+            raise click.ClickException(last.split(': ', 1)[-1])
+        raise
 
 def missing_detector(metrics: List[str], detector_dir: Optional[str] = None) -> Optional[str]:
     """The metrics' own error for a detector they need that is neither on disk nor obtainable, else None. Looks
@@ -96,8 +104,11 @@ def launch_training(c: dnnlib.EasyDict, desc: str, outdir: str, dry_run: bool, r
 
     if torchrun:  # One process per rank already exists: rank 0 checks, picks the run dir and shares both.
         import torch
-        backend = 'nccl' if torch.cuda.is_available() else 'gloo'
-        torch.distributed.init_process_group(backend=backend, init_method='env://')
+        from torch_utils import distributed
+        try:
+            distributed.init(init_method='env://') # a group even for one rank: the broadcast below needs it
+        except ValueError as err:
+            raise click.ClickException(str(err))
         error = None
         if rank == 0:
             error = missing_detector(c.metrics, c.get('detector_dir'))
@@ -109,7 +120,8 @@ def launch_training(c: dnnlib.EasyDict, desc: str, outdir: str, dry_run: bool, r
         c.run_dir, error = shared
         if error is not None:
             raise click.ClickException(error)
-        subprocess_fn(rank=rank, c=c, temp_dir=None, local_rank=int(os.environ['LOCAL_RANK']))
+        with _diverged_as_click_error():
+            subprocess_fn(rank=rank, c=c, temp_dir=None, local_rank=int(os.environ['LOCAL_RANK']))
         return
 
     error = missing_detector(c.metrics, c.get('detector_dir'))
@@ -119,20 +131,11 @@ def launch_training(c: dnnlib.EasyDict, desc: str, outdir: str, dry_run: bool, r
     _write_options(c)
     print('Launching processes...')
     import torch
-    from training.divergence import TrainingDiverged
     torch.multiprocessing.set_start_method('spawn', force=True)
-    with tempfile.TemporaryDirectory() as temp_dir:
-        try:
-            if c.num_gpus == 1:
-                subprocess_fn(rank=0, c=c, temp_dir=temp_dir)
-            else:
-                torch.multiprocessing.spawn(fn=subprocess_fn, args=(c, temp_dir), nprocs=c.num_gpus)
-        except TrainingDiverged as err:
-            raise click.ClickException(str(err))
-        except torch.multiprocessing.ProcessRaisedException as err:
-            last = str(err).strip().splitlines()[-1]
-            if 'TrainingDiverged' in last:
-                raise click.ClickException(last.split(': ', 1)[-1])
-            raise
+    with tempfile.TemporaryDirectory() as temp_dir, _diverged_as_click_error():
+        if c.num_gpus == 1:
+            subprocess_fn(rank=0, c=c, temp_dir=temp_dir)
+        else:
+            torch.multiprocessing.spawn(fn=subprocess_fn, args=(c, temp_dir), nprocs=c.num_gpus)
 
 #----------------------------------------------------------------------------

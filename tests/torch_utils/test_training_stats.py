@@ -126,4 +126,16 @@ def test_distributed_single_process_defaults(monkeypatch):
     with pytest.raises(ValueError, match='init_method'):
         distributed.init(rank=0, world_size=2, device='cpu')
 
+def test_distributed_explicit_init_method_makes_a_group_of_one(tmp_path, monkeypatch):
+    # train.py under a one-rank torchrun passes init_method='env://': the group exists as with more ranks.
+    for var in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR'):
+        monkeypatch.delenv(var, raising=False)
+    try:
+        assert distributed.init(init_method=f'file://{tmp_path / "init"}', device='cpu') == torch.device('cpu')
+        assert distributed.is_initialized() and distributed.get_world_size() == 1
+        assert torch.distributed.get_backend() == 'gloo'
+    finally:
+        distributed.cleanup()
+    assert not distributed.is_initialized()
+
 #----------------------------------------------------------------------------
