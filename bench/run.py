@@ -1,8 +1,9 @@
 """Benchmark suite: training step per phase, renderer rays/s, KD head share, data loading vs need, peak memory.
 
 Every figure is reported with a baseline measured in the same run (plain vs fast path, EG3D vs 3DGP, KD off vs on,
-loader vs the step's consumption). Step and renderer figures come from fresh worker processes (one per
-configuration), so peak RSS and the process-global heap setting are per configuration.
+loader vs the step's consumption). Step figures come from fresh worker processes (one per configuration and
+mode), so peak RSS and the process-global heap setting are per configuration; the renderer's two tri-plane
+sampling paths alternate in one worker.
 
 \b
 python -m bench                          # CPU, 1 timed iteration per config; table + bench/results/bench.json
@@ -40,53 +41,13 @@ def _set_mode(mode: str) -> dict:
     except ImportError:
         return dict(heap_tuned=False)
 
-# GPU configs (bench/gpu_check.sh): full widths at 256 px. EG3D: the ffhq preset's shape at 256 (4X SR, 48+48 samples,
-# 64 px neural rendering); 3DGP: preset_3dgp defaults (cbase 32768, cmax 512, 512^2 tri-planes, 64x64 patches).
-BIG = dict(eg3d256=dict(res=256, cbase=32768, cmax=512, depth=48, nrr=64))
-
 def _build_eg3d256(device, torch, dnnlib, st):
-    """EG3D at 256 px by adjusting bench/step_time.build's kwargs (one source of truth for everything else)."""
-    import copy
-    from training.dual_discriminator import DualDiscriminator
-    from training.loss import StyleGAN2Loss
-    from training.triplane import TriPlaneGenerator
-    b = BIG['eg3d256']
-    captured = {}
-    orig = dnnlib.util.construct_class_by_name
-    def capture(**kw): # record the kwargs step_time.build uses, build nothing heavy
-        captured[kw['class_name']] = copy.deepcopy(kw)
-        raise StopIteration
-    dnnlib.util.construct_class_by_name = capture
-    try:
-        st.build(device, torch, dnnlib)
-    except StopIteration:
-        pass
-    finally:
-        dnnlib.util.construct_class_by_name = orig
-    gk = captured['training.triplane.TriPlaneGenerator']
-    gk.pop('class_name')
-    gk.update(img_resolution=b['res'], channel_base=b['cbase'], channel_max=b['cmax'])
-    gk['sr_kwargs'].update(channel_base=b['cbase'], channel_max=b['cmax'])
-    gk['rendering_kwargs'].update(image_resolution=b['res'], depth_resolution=b['depth'],
-        depth_resolution_importance=b['depth'], superresolution_module='training.superresolution.SuperresolutionHybrid4X')
-    G = TriPlaneGenerator(**gk).train().requires_grad_(False).to(device)
-    D = DualDiscriminator(c_dim=25, img_resolution=b['res'], img_channels=3, channel_base=b['cbase'],
-        channel_max=b['cmax'], block_kwargs=dict(freeze_layers=0), mapping_kwargs={}, epilogue_kwargs=dict(
-        mbstd_group_size=4), disc_c_noise=0, num_fp16_res=4, conv_clamp=256).train().requires_grad_(False).to(device)
-    loss = StyleGAN2Loss(device, G, D, r1_gamma=1, blur_init_sigma=10, blur_fade_kimg=200,
-        neural_rendering_resolution_initial=b['nrr'], gpc_reg_prob=0.5, dual_discrimination=True, filter_mode='antialiased')
-    return G, loss, _adam_phases(torch, G, D, 4)
-
-def _adam_phases(torch, G, D, G_reg_interval):
-    phases = []
-    for name, module, lr, interval in [('G', G, 0.0025, G_reg_interval), ('D', D, 0.002, 16)]:
-        ratio = interval / (interval + 1) if interval else 1
-        opt = torch.optim.Adam(module.parameters(), lr=lr * ratio, betas=(0.0, 0.99 ** ratio), eps=1e-8)
-        if interval:
-            phases += [(name + 'main', module, opt, 1), (name + 'reg', module, opt, interval)]
-        else:
-            phases += [(name + 'both', module, opt, 1)]
-    return phases
+    """EG3D at 256 px for the GPU check: the ffhq preset's shape (cbase 32768, cmax 512, 48+48 samples, 64 px neural
+    rendering, the preset's superresolution module for 256 px) through bench/step_time.build."""
+    from training.presets import SR_MODULES
+    G, _D, loss, phases = st.build(device, torch, dnnlib, res=256, cbase=32768, cmax=512, depth=48, nrr=64,
+                                   sr_module=SR_MODULES[256])
+    return G, loss, phases
 
 def _build_3dgp(device, torch, batch, big=False):
     """3DGP 64x64-patch config: at the tiny widths of bench-baseline.md with 128 px images (CPU), or at preset_3dgp's
@@ -107,7 +68,8 @@ def _build_3dgp(device, torch, batch, big=False):
         kd_dim=2048).train().requires_grad_(False).to(device)
     loss = Loss3DGP(device, G, D, r1_gamma=1, blur_init_sigma=10, blur_fade_kimg=200, depth_blur_scale=30,
         patch_kwargs=dict(resolution=patch, min_scale=patch / res, group_size=4), kd_weight=1.0)
-    phases = _adam_phases(torch, G, D, None) # preset_3dgp: G_reg_interval None -> one G phase
+    from step_time import adam_phases
+    phases = adam_phases(torch, G, D, None) # preset_3dgp: G_reg_interval None -> one G phase
     g = torch.Generator().manual_seed(0)
     extras = dict(depth=(torch.rand([batch, 1, res, res], generator=g) * 2 - 1).to(device),
                   embedding=torch.randn([batch, 2048], generator=g).to(device))
@@ -115,7 +77,7 @@ def _build_3dgp(device, torch, batch, big=False):
     return G, loss, phases, extras, real_c, (lambda b, rnd: real_c)
 
 def _time_phases(torch, loss, phases, real_img, real_c, make_c, extras, batch, z_dim, device, iters, warmup):
-    from step_time import timed_phase # bench/ is on sys.path in the worker (see run_worker)
+    from step_time import timed_phase
     rnd = np.random.RandomState(0)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == 'cuda' else (lambda: None)
     rows = []
@@ -130,31 +92,55 @@ def _time_phases(torch, loss, phases, real_img, real_c, make_c, extras, batch, z
     med = lambda k, i: float(np.median([r[k][i] for r in rows]))
     return {k: dict(wall_s=med(k, 0), cpu_s=med(k, 1)) for k in rows[0]}
 
-def _render_rate(torch, G, device, iters, batch=4, res=32):
-    """Rays/s of the EG3D renderer alone (training: fwd+bwd w.r.t. the planes; eval: fwd) at the step's settings."""
-    from training.volumetric_rendering.renderer import ImportanceRenderer
+def _render_rates(torch, dnnlib, st, device, iters: int, batch: int = 4) -> dict:
+    """Rays/s of the EG3D renderer and of 3DGP's renderer alone (train: fwd+bwd; eval: fwd) with the tri-plane
+    sampler's reference path (grid_sample) and with the CPU fast path (row gathers, `renderer.fast_cpu_sampling`),
+    alternated in this process. Each renderer runs as in its bench step config (decoder, ray range, rays per batch:
+    EG3D 32^2 neural rendering, 3DGP 64^2 patches) on the same random tri-planes [batch, 3, 32, 256, 256] with 24+24
+    samples per ray. 3DGP trains twice: constant rays (prior cameras) and rays that need gradients (the learned
+    camera). Per CPU second on CPU (1 thread: immune to other jobs), per wall second on a GPU."""
+    from eg3d_ext.generator import rays_from_c25
+    from training.volumetric_rendering import renderer
     from training.volumetric_rendering.ray_sampler import RaySampler
-    sys.path.insert(0, os.path.join(ROOT, 'bench'))
-    from step_time import frontal_cameras
-    c = torch.from_numpy(frontal_cameras(batch, np.random.RandomState(1))).to(device)
-    ro, rd = RaySampler()(c[:, :16].view(-1, 4, 4), c[:, 16:].view(-1, 3, 3), res)
-    planes = torch.randn([batch, 3, 32, 256, 256], device=device, requires_grad=True)
-    rk = G.rendering_kwargs
-    r = ImportanceRenderer()
+    G_eg3d = st.build(device, torch, dnnlib)[0]
+    G_3dgp = _build_3dgp(device, torch, batch)[0]
+    c = torch.from_numpy(st.frontal_cameras(batch, np.random.RandomState(1))).to(device)
+    ro, rd = RaySampler()(c[:, :16].view(-1, 4, 4), c[:, 16:].view(-1, 3, 3), 32)
+    o3, d3 = rays_from_c25(G_3dgp.sample_cameras(torch.zeros([batch, G_3dgp.z_dim], device=device), None, 'prior')[1], 64)
+    d3_grad = d3.clone().requires_grad_(True)
+    eg3d = renderer.ImportanceRenderer()
+    cases = [('eg3d', ('train', 'eval'), lambda planes: eg3d(planes, G_eg3d.decoder, ro, rd, G_eg3d.rendering_kwargs)[0]),
+             ('3dgp', ('train', 'eval'), lambda planes: G_3dgp.render(planes, o3, d3)[0]),
+             ('3dgp_ray_grad', ('train',), lambda planes: G_3dgp.render(planes, o3, d3_grad)[0])]
+    cuda = device.type == 'cuda'
+    clock = time.perf_counter if cuda else time.process_time
     out = {}
-    for name, train in (('train', True), ('eval', False)):
-        def run():
-            with torch.set_grad_enabled(train):
-                rgb = r(planes, G.decoder, ro, rd, rk)[0]
-                if train:
-                    rgb.square().sum().backward()
-        run()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            run()
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        out[f'rays_per_s_{name}'] = batch * res * res * iters / (time.perf_counter() - t0)
+    for name, modes, render in cases:
+        planes = torch.randn([batch, 3, 32, 256, 256], device=device, requires_grad=True)
+        for mode in modes:
+            train = (mode == 'train')
+            G_3dgp.train(train)
+            def run():
+                with torch.set_grad_enabled(train):
+                    rgb = render(planes)
+                    if train:
+                        rgb.square().sum().backward()
+                    return rgb.shape[0] * rgb.shape[1] # rays
+            seconds = dict(grid_sample=0.0, gathers=0.0)
+            for _round in range(2): # alternate the two paths to cancel drift on a shared machine
+                for sampling in seconds:
+                    renderer.fast_cpu_sampling = (sampling == 'gathers')
+                    rays = run() # warm-up
+                    if cuda:
+                        torch.cuda.synchronize(device)
+                    t0 = clock()
+                    for _ in range(iters):
+                        run()
+                    if cuda:
+                        torch.cuda.synchronize(device)
+                    seconds[sampling] += clock() - t0
+            for sampling, sec in seconds.items():
+                out[f'{name}_rays_per_s_{mode}_{sampling}'] = 2 * rays * iters / sec
     return out
 
 def run_worker(cfg: str, mode: str, root: str, device: str, threads: int, iters: int, warmup: int, batch: int) -> dict:
@@ -166,10 +152,11 @@ def run_worker(cfg: str, mode: str, root: str, device: str, threads: int, iters:
     res = dict(cfg=cfg, mode=mode, root=root, threads=threads, batch=batch, iters=iters, torch=torch.__version__)
     res.update(_set_mode(mode))
     dev = torch.device(device)
-    sys.path.insert(0, os.path.join(root, 'bench'))
-    import step_time as st
+    import step_time as st # this suite's bench/step_time.py (the script's folder): it builds through root's classes
     if dev.type == 'cuda':
         torch.backends.cudnn.benchmark = True # as the training loop
+    if cfg == 'render':
+        return dict(res, **_render_rates(torch, dnnlib, st, dev, max(iters, 2)))
     if cfg in ('eg3d', 'eg3d256'):
         if cfg == 'eg3d':
             G, _D, loss, phases = st.build(dev, torch, dnnlib)
@@ -194,14 +181,12 @@ def run_worker(cfg: str, mode: str, root: str, device: str, threads: int, iters:
     res['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if dev.type == 'cuda':
         res['gpu_max_allocated_mb'] = torch.cuda.max_memory_allocated(dev) / 2**20
-    if cfg == 'eg3d' and root == ROOT:
-        res.update(_render_rate(torch, G, dev, max(iters, 2)))
     return res
 
 def memory_estimate(batch: int = 2, target_batch: int = 16, threads: int = 2) -> dict:
     """3DGP 256 (preset widths): bytes of the tensors each phase saves for backward (measured on CPU at `batch`,
     parameters excluded, each storage once), extrapolated linearly to `target_batch` + weights/grads/Adam/G_ema."""
-    sys.path.insert(0, ROOT)
+    sys.path[:0] = [ROOT, os.path.join(ROOT, 'bench')]
     import torch
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -252,41 +237,18 @@ def _spawn(args: list, timeout: float) -> dict:
     out['process_s'] = time.time() - t0
     return out
 
-def _kd_share(device: str, threads: int, iters: int) -> dict:
+def _kd_share(device: str, threads: int, batch: int) -> dict:
+    """KD head share of the real-width 3DGP D step by FLOPs (exact); also timed on a GPU, where timing noise is
+    below the share (on a shared CPU it is ~100x the share)."""
     import torch
+    from bench.kd_share import measure
     torch.set_num_threads(threads)
-    try:
-        from bench.kd_share import time_d_step
-        from eg3d_ext.discriminator import Discriminator
-    except ImportError as e:
-        return dict(skipped=f'eg3d_ext/bench.kd_share not importable: {e}')
-    torch.manual_seed(0)
-    dev = torch.device(device)
-    batch, c_dim = 4, 1000 # ImageNet classes; widths reduced from 32768/512 so the CPU run stays short
-    D = Discriminator(c_dim=c_dim, img_resolution=256, patch_resolution=64, channel_base=16384, channel_max=256,
-                      kd_dim=2048).to(dev).requires_grad_(True)
-    x = torch.randn(batch, 4, 64, 64, device=dev)
-    c = torch.nn.functional.one_hot(torch.randint(c_dim, [batch]), c_dim).float().to(dev)
-    pp = torch.tensor([[0.5, 0.25, 0.25]], device=dev).repeat(batch, 1)
-    emb = torch.randn(batch, 2048, device=dev)
-    t_off = t_on = 0.0
-    for _ in range(2): # alternate to cancel drift; process CPU time (time_d_step's call incl. its warm-up step)
-        for kd in (False, True):
-            c0 = time.process_time()
-            time_d_step(D, x, c, pp, emb, kd, iters)
-            dt = (time.process_time() - c0) / (iters + 1)
-            t_off, t_on = (t_off + dt, t_on) if not kd else (t_off, t_on + dt)
-    head = sum(p.numel() for n, p in D.named_parameters() if '.kd_' in n)
-    return dict(sec_d_step_kd_off=t_off / 2, sec_d_step_kd_on=t_on / 2, kd_time_share=(t_on - t_off) / t_on,
-                kd_param_share=head / sum(p.numel() for p in D.parameters()), batch=batch, channel_base=16384,
-                channel_max=256)
+    return measure('real', batch=batch, device=device, iters=5 if device.startswith('cuda') else 0)
 
 def _data(workers: int, need_images_per_s: float) -> dict:
-    try:
-        from bench.data_throughput import bench as data_bench
-        res = data_bench(num_synthetic=64, num_convert=8, resolution=128, workers=workers)
-    except ImportError as e:
-        return dict(skipped=f'bench.data_throughput not importable: {e}')
+    """dataset_tool synthetic/convert images/s and RGBDDataset loader images/s vs the training step's need."""
+    from bench.data_throughput import bench as data_bench
+    res = data_bench(num_synthetic=128, num_convert=64, resolution=128, workers=workers)
     best = max(v for k, v in res.items() if k.startswith('loader_images_per_s'))
     return dict(res, step_need_images_per_s=need_images_per_s, loader_vs_need=best / need_images_per_s)
 
@@ -303,7 +265,7 @@ def _fmt(v, unit=''):
 @click.option('--batch', type=int, default=4, show_default=True)
 @click.option('--full', is_flag=True, help='2 timed iterations (unless --iters) and a 3DGP plain-path row')
 @click.option('--root', default=None, help='Also time the plain EG3D step of this code base (e.g. an older checkout)')
-@click.option('--skip', default='', help='Comma list of sections to skip: eg3d,3dgp,kd,data')
+@click.option('--skip', default='', help='Comma list of sections to skip: eg3d,3dgp,render,kd,data')
 @click.option('--memory-estimate', 'mem_est', is_flag=True, help='Only the 3DGP-256 batch-16 memory estimate (~2 min)')
 @click.option('--worker', nargs=2, default=None, hidden=True) # cfg mode
 @click.option('--worker-root', default=ROOT, hidden=True)
@@ -326,23 +288,26 @@ def main(out, device, threads, iters, warmup, batch, full, root, skip, mem_est, 
     runs = [('eg3d', 'plain', ROOT), ('eg3d', 'fast', ROOT)] if 'eg3d' not in skip else []
     if '3dgp' not in skip:
         runs += [('3dgp', 'fast', ROOT)] + ([('3dgp', 'plain', ROOT)] if full else [])
+    if 'render' not in skip:
+        runs += [('render', 'fast', ROOT)] # both sampling paths in one process (the heap setting is process-wide)
     if root:
         runs += [('eg3d', 'plain', os.path.abspath(root))]
     for cfg, mode, r in runs:
-        key = f'{cfg}_{mode}' + ('' if r == ROOT else '_root')
+        key = 'render' if cfg == 'render' else f'{cfg}_{mode}' + ('' if r == ROOT else '_root')
         print(f'[bench] {key} ...', flush=True)
         R[key] = _spawn([cfg, mode, '--worker-root', r, *common], timeout=900)
         if 'error' in R[key]:
             print(f'[bench] {key}: skipped ({R[key]["error"]})', flush=True)
     if 'kd' not in skip:
-        print('[bench] kd share ...', flush=True)
-        R['kd'] = _kd_share(device, threads, max(iters, 2))
+        print('[bench] kd share (real-width 3DGP D) ...', flush=True)
+        R['kd'] = _kd_share(device, threads, batch)
     fast = R.get('eg3d_fast', {})
     if 'data' not in skip:
-        print('[bench] data loading ...', flush=True)
+        print('[bench] data ...', flush=True)
         R['data'] = _data(workers=2, need_images_per_s=batch / fast['step_wall_s'] if 'step_wall_s' in fast else 1.0)
     R['total_s'] = time.time() - t_start
     R['loadavg_end'] = os.getloadavg()
+    R['table'] = table(R)
     _print_table(R)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     import dnnlib
@@ -350,41 +315,56 @@ def main(out, device, threads, iters, warmup, batch, full, root, skip, mem_est, 
         json.dump(R, f, indent=2)
     print(f'[bench] wrote {out} ({R["total_s"]:.0f} s)')
 
-def _print_table(R: dict) -> None:
-    rows = [] # (figure, value, baseline, ratio, note)
-    def ratio(a, b):
-        return a / b if a is not None and b else None
+def table(R: dict) -> list:
+    """The results as rows dict(figure, value, baseline, ratio, note); ratio = value / baseline."""
+    rows = []
+    def row(figure, value, baseline, note):
+        ratio = value / baseline if value is not None and baseline else None
+        rows.append(dict(figure=figure, value=value, baseline=baseline, ratio=ratio, note=note))
     def step_rows(key, base_key, label, base_label):
         a, b = R.get(key, {}), R.get(base_key, {})
         for ph in (a.get('phases') or {}):
-            av, bv = a['phases'][ph]['cpu_s'], (b.get('phases') or {}).get(ph, {}).get('cpu_s')
-            rows.append((f'{label} {ph} cpu s', av, bv, ratio(av, bv), f'vs {base_label}'))
+            row(f'{label} {ph} cpu s', a['phases'][ph]['cpu_s'], (b.get('phases') or {}).get(ph, {}).get('cpu_s'),
+                f'vs {base_label}')
         for m in ('step_cpu_s', 'step_wall_s', 'peak_rss_mb', 'gpu_max_allocated_mb'):
             if m in a:
-                rows.append((f'{label} {m}', a[m], b.get(m), ratio(a[m], b.get(m)), f'vs {base_label}'))
+                row(f'{label} {m}', a[m], b.get(m), f'vs {base_label}')
     step_rows('eg3d_fast', 'eg3d_plain', 'EG3D fast', 'EG3D plain')
     if 'eg3d_plain_root' in R:
         step_rows('eg3d_fast', 'eg3d_plain_root', 'EG3D fast', '--root plain')
     step_rows('3dgp_fast', 'eg3d_fast', '3DGP fast', 'EG3D fast')
     if '3dgp_plain' in R:
         step_rows('3dgp_fast', '3dgp_plain', '3DGP fast', '3DGP plain')
-    for k in ('rays_per_s_train', 'rays_per_s_eval'):
-        a, b = R.get('eg3d_fast', {}).get(k), R.get('eg3d_plain', {}).get(k)
-        rows.append((f'renderer {k}', a, b, ratio(a, b), 'fast vs plain'))
+    rr = R.get('render', {})
+    for name, label in (('eg3d', 'EG3D'), ('3dgp', '3DGP'), ('3dgp_ray_grad', '3DGP rays need grad,')):
+        for mode in ('train', 'eval'):
+            k = f'{name}_rays_per_s_{mode}'
+            if k + '_gathers' in rr:
+                note = 'flag on vs off (grid_sample both: timing noise)' if name == '3dgp_ray_grad' else 'gathers vs grid_sample'
+                row(f'{label} renderer rays/s {mode}', rr[k + '_gathers'], rr[k + '_grid_sample'], note)
     kd = R.get('kd', {})
+    if 'kd_flop_share' in kd:
+        row('D step GFLOP, KD on', kd['flops_d_step_with_kd'] / 1e9, kd['flops_d_step'] / 1e9,
+            f'vs KD off: KD share {100 * kd["kd_flop_share"]:.3f}% (real widths, batch {kd["batch"]})')
     if 'kd_time_share' in kd:
-        rows.append(('D step KD on s', kd['sec_d_step_kd_on'], kd['sec_d_step_kd_off'],
-                     ratio(kd['sec_d_step_kd_on'], kd['sec_d_step_kd_off']), f'KD share {100 * kd["kd_time_share"]:.2f}%'))
+        row('D step s, KD on', kd['sec_d_step_with_kd'], kd['sec_d_step'],
+            f'vs KD off: KD share {100 * kd["kd_time_share"]:.2f}%')
     d = R.get('data', {})
     if 'loader_vs_need' in d:
-        best = d['loader_vs_need'] * d['step_need_images_per_s']
-        rows.append(('loader images/s', best, d['step_need_images_per_s'], d['loader_vs_need'], 'vs EG3D fast step need'))
-    print(f'\n{"figure":34s} {"value":>10s} {"baseline":>10s} {"ratio":>7s}  note')
-    for name, v, b, r, note in rows:
-        print(f'{name:34s} {_fmt(v):>10s} {_fmt(b):>10s} {_fmt(r):>7s}  {note}')
+        row('loader images/s', d['loader_vs_need'] * d['step_need_images_per_s'], d['step_need_images_per_s'],
+            'vs EG3D fast step need')
+        for tool in ('synthetic', 'convert'):
+            row(f'dataset_tool {tool} images/s', d[f'{tool}_images_per_s'], None,
+                f'{d[f"{tool}_cpu_ms_per_image"]:.1f} CPU ms/image, {d["workers"]} workers, {d["resolution"]} px')
+    return rows
+
+def _print_table(R: dict) -> None:
+    print(f'\n{"figure":42s} {"value":>10s} {"baseline":>10s} {"ratio":>7s}  note')
+    for r in R['table']:
+        print(f'{r["figure"]:42s} {_fmt(r["value"]):>10s} {_fmt(r["baseline"]):>10s} {_fmt(r["ratio"]):>7s}  {r["note"]}')
     for k, v in R.items():
-        if isinstance(v, dict) and ('error' in v or 'skipped' in v):
-            print(f'{k}: skipped: {v.get("error") or v.get("skipped")}')
+        if isinstance(v, dict) and 'error' in v:
+            print(f'{k}: skipped: {v["error"]}')
 
 #----------------------------------------------------------------------------
 

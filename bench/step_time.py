@@ -34,35 +34,46 @@ def frontal_cameras(batch: int, rnd: np.random.RandomState, radius: float = 2.7)
         out.append(np.concatenate([m.reshape(-1), K.reshape(-1)]))
     return np.stack(out).astype(np.float32)
 
-def build(device, torch, dnnlib):
+def build(device, torch, dnnlib, res: int = 128, cbase: int = 4096, cmax: int = 64, depth: int = 24, nrr: int = 32,
+          sr_module: str = 'training.superresolution.SuperresolutionHybrid2X'):
+    """G, D, loss and the four phases (name, module, Adam, interval). The defaults are bench-baseline.md's tiny config;
+    the FFHQ preset's rendering setup (ray bounds, box, camera) at any resolution, width, sample count (`depth` +
+    `depth` importance), neural rendering resolution `nrr` and superresolution module."""
     rendering_kwargs = dict(
-        image_resolution=128, disparity_space_sampling=False, clamp_mode='softplus',
-        superresolution_module='training.superresolution.SuperresolutionHybrid2X',
+        image_resolution=res, disparity_space_sampling=False, clamp_mode='softplus', superresolution_module=sr_module,
         c_gen_conditioning_zero=False, gpc_reg_prob=0.5, c_scale=1.0, superresolution_noise_mode='none',
         density_reg=0.25, density_reg_p_dist=0.004, reg_type='l1', decoder_lr_mul=1.0, sr_antialias=True,
-        depth_resolution=24, depth_resolution_importance=24, ray_start=2.25, ray_end=3.3, box_warp=1,
+        depth_resolution=depth, depth_resolution_importance=depth, ray_start=2.25, ray_end=3.3, box_warp=1,
         avg_camera_radius=2.7, avg_camera_pivot=[0, 0, 0.2])
-    G_kwargs = dict(class_name='training.triplane.TriPlaneGenerator', z_dim=512, w_dim=512, c_dim=25, img_resolution=128,
-                    img_channels=3, mapping_kwargs=dnnlib.EasyDict(num_layers=2), channel_base=4096, channel_max=64,
+    G_kwargs = dict(class_name='training.triplane.TriPlaneGenerator', z_dim=512, w_dim=512, c_dim=25, img_resolution=res,
+                    img_channels=3, mapping_kwargs=dnnlib.EasyDict(num_layers=2), channel_base=cbase, channel_max=cmax,
                     fused_modconv_default='inference_only', rendering_kwargs=rendering_kwargs, num_fp16_res=0,
                     conv_clamp=None, sr_num_fp16_res=4,
-                    sr_kwargs=dnnlib.EasyDict(channel_base=4096, channel_max=64, fused_modconv_default='inference_only'))
-    D_kwargs = dict(class_name='training.dual_discriminator.DualDiscriminator', c_dim=25, img_resolution=128, img_channels=3,
-                    channel_base=4096, channel_max=64, block_kwargs=dnnlib.EasyDict(freeze_layers=0),
+                    sr_kwargs=dnnlib.EasyDict(channel_base=cbase, channel_max=cmax, fused_modconv_default='inference_only'))
+    D_kwargs = dict(class_name='training.dual_discriminator.DualDiscriminator', c_dim=25, img_resolution=res, img_channels=3,
+                    channel_base=cbase, channel_max=cmax, block_kwargs=dnnlib.EasyDict(freeze_layers=0),
                     mapping_kwargs=dnnlib.EasyDict(), epilogue_kwargs=dnnlib.EasyDict(mbstd_group_size=4),
                     disc_c_noise=0, num_fp16_res=4, conv_clamp=256)
     G = dnnlib.util.construct_class_by_name(**G_kwargs).train().requires_grad_(False).to(device)
     D = dnnlib.util.construct_class_by_name(**D_kwargs).train().requires_grad_(False).to(device)
     from training.loss import StyleGAN2Loss
     loss = StyleGAN2Loss(device, G, D, r1_gamma=1, blur_init_sigma=10, blur_fade_kimg=200,
-                         neural_rendering_resolution_initial=32, gpc_reg_prob=0.5, dual_discrimination=True,
+                         neural_rendering_resolution_initial=nrr, gpc_reg_prob=0.5, dual_discrimination=True,
                          filter_mode='antialiased')
+    return G, D, loss, adam_phases(torch, G, D, G_reg_interval=4)
+
+def adam_phases(torch, G, D, G_reg_interval) -> list:
+    """The training loop's phases as (name, module, Adam, interval), lazy regularisation as in EG3D (D every 16);
+    G_reg_interval None: one 'Gboth' phase (3DGP)."""
     phases = []
-    for name, module, lr, interval in [('G', G, 0.0025, 4), ('D', D, 0.002, 16)]:
-        ratio = interval / (interval + 1)
+    for name, module, lr, interval in [('G', G, 0.0025, G_reg_interval), ('D', D, 0.002, 16)]:
+        ratio = interval / (interval + 1) if interval else 1
         opt = torch.optim.Adam(module.parameters(), lr=lr * ratio, betas=(0.0, 0.99 ** ratio), eps=1e-8)
-        phases += [(name + 'main', module, opt, 1), (name + 'reg', module, opt, interval)]
-    return G, D, loss, phases
+        if interval:
+            phases += [(name + 'main', module, opt, 1), (name + 'reg', module, opt, interval)]
+        else:
+            phases += [(name + 'both', module, opt, 1)]
+    return phases
 
 def timed_phase(torch, loss, name, module, opt, interval, real_img, real_c, gen_z, gen_c, sync, extras={}):
     """One training-loop phase (zero_grad, accumulate_gradients, grad nan_to_num, Adam step): (wall s, CPU s)."""

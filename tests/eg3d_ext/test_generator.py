@@ -1,4 +1,5 @@
-"""Tests for eg3d_ext.generator: shapes, patch rendering geometry, cameras, renderer math, pickle round-trip."""
+"""Tests for eg3d_ext.generator: shapes, patch rendering geometry, cameras, renderer math, tri-plane gathers vs
+grid_sample, pickle round-trip."""
 
 import os
 import pickle
@@ -9,9 +10,10 @@ import numpy as np
 import torch
 
 from eg3d_ext import camera
-from eg3d_ext.generator import march, rays_from_c25, sample_pdf
+from eg3d_ext.generator import march, planes_for_gathers, rays_from_c25, sample_pdf, sample_tri_planes
 from eg3d_ext.loss_3dgp import extract_patches
 from tests.eg3d_ext._tiny import tiny_G
+from training.volumetric_rendering import renderer as eg3d_renderer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -69,6 +71,58 @@ def test_sample_pdf_concentrates_on_heavy_bin():
     w = torch.zeros(4, 10); w[:, 7] = 1
     s = sample_pdf(bins, w, 2000)
     assert ((s >= 0.7) & (s <= 0.8)).float().mean() > 0.99
+
+def test_tri_plane_gathers_equal_grid_sample():
+    """EG3D's gather sampler, rescaled to 3DGP's corner-aligned planes, equals grid_sample(align_corners=True) in
+    float64 (values and gradients w.r.t. planes and points, points outside the cube included)."""
+    g = torch.Generator().manual_seed(1)
+    planes = torch.randn([2, 3, 5, 9, 9], generator=g, dtype=torch.float64, requires_grad=True)
+    points = (torch.rand([2, 60, 3], generator=g, dtype=torch.float64) * 1.4 - 0.7).requires_grad_(True) # cube 0.5
+    planes_cl = planes_for_gathers(planes)
+    assert planes_cl is not None # CPU, planes need gradients: EG3D's fast path applies
+    ref = sample_tri_planes(planes, points, 0.5)
+    out = sample_tri_planes(planes, points, 0.5, planes_cl)
+    assert out.shape == ref.shape == (2, 60, 5) and (ref == 0).all(-1).any() # some points fall outside
+    assert torch.allclose(out, ref, rtol=0, atol=1e-12)
+    dy = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    for a, b in zip(torch.autograd.grad(out, [planes, points], dy), torch.autograd.grad(ref, [planes, points], dy)):
+        assert torch.allclose(a, b, rtol=0, atol=1e-10)
+    # The corner texel centres: (x, y, z) = (-0.5, 0.5, 0.5) reads XY[0, -1], XZ[-1, 0] and YZ[-1, -1].
+    corner = torch.tensor([[[-0.5, 0.5, 0.5]]], dtype=torch.float64)
+    with torch.no_grad():
+        p = planes[:1]
+        want = (p[0, 0, :, 8, 0] + p[0, 1, :, 8, 0] + p[0, 2, :, 8, 8]) / 3
+        assert torch.allclose(sample_tri_planes(p, corner, 0.5, planes_cl[:3 * 81])[0, 0], want, atol=1e-12)
+    assert planes_for_gathers(planes, points) is None # points need gradients: grid_sample is faster
+    with torch.no_grad():
+        assert planes_for_gathers(planes) is None # forward-only: grid_sample is faster
+
+def test_generator_gathers_equal_grid_sample(monkeypatch):
+    """Whole tiny 3DGP G in training mode (patches, prior cameras: constant rays): float32 outputs and every
+    parameter gradient within 1e-4 relative with the gather path on and off. Learned cameras keep grid_sample."""
+    calls = []
+    spy = lambda *a, **kw: calls.append(1) or sample_from_planes_cl(*a, **kw)
+    sample_from_planes_cl = eg3d_renderer.sample_from_planes_cl
+    monkeypatch.setattr(eg3d_renderer, 'sample_from_planes_cl', spy)
+    torch.manual_seed(0)
+    G = tiny_G().train()
+    z, c = torch.randn(4, 16), torch.eye(3)[[0, 1, 2, 0]]
+    pp = torch.tensor([[0.5, 0.2, 0.1]]).repeat(4, 1)
+    outs = []
+    for fast in (False, True):
+        monkeypatch.setattr(eg3d_renderer, 'fast_cpu_sampling', fast)
+        G.zero_grad(set_to_none=True)
+        torch.manual_seed(7) # same camera, stratified and importance draws
+        out = G(z, c, camera_mode='prior', patch_params=pp)
+        (out['image'].square().mean() + out['image_depth_adapted'].mean()).backward()
+        grads = [p.grad.clone() for p in G.parameters() if p.grad is not None]
+        outs.append([out['image'].detach(), out['image_depth'].detach()] + grads)
+        assert len(calls) == (2 if fast else 0) # coarse and fine pass
+    G(z, c, camera_mode='learned', patch_params=pp)
+    assert len(calls) == 2 # rays depend on the camera generator: no gathers
+    assert len(outs[0]) == len(outs[1]) > 10
+    for a, b in zip(*outs):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()) + 1e-7)
 
 def test_progressive_update_schedules():
     G = tiny_G()

@@ -95,7 +95,8 @@ def sample_from_3dgrid(grid: torch.Tensor, coordinates: torch.Tensor) -> torch.T
 # CPU training fast path: sample the tri-planes by row gathers from one channels-last copy (see sample_from_planes_cl).
 fast_cpu_sampling = True
 
-def _use_cl_sampling(planes: torch.Tensor) -> bool:
+def use_cl_sampling(planes: torch.Tensor) -> bool:
+    """Whether tri-plane sampling takes the gather fast path (CPU training with gradients, `fast_cpu_sampling`)."""
     return fast_cpu_sampling and planes.device.type == 'cpu' and planes.requires_grad and torch.is_grad_enabled()
 
 class ImportanceRenderer(torch.nn.Module):
@@ -127,7 +128,7 @@ class ImportanceRenderer(torch.nn.Module):
                 # EG3D quirk kept for compat: invalid rays end at the max *start* of the valid rays.
                 ray_start[~is_ray_valid] = valid_start.min()
                 ray_end[~is_ray_valid] = valid_start.max()
-        planes_cl = planes_channels_last(planes) if _use_cl_sampling(planes) else None
+        planes_cl = planes_channels_last(planes) if use_cl_sampling(planes) else None
         depths_coarse = self.sample_stratified(ray_origins, ray_start, ray_end, rendering_options['depth_resolution'],
             rendering_options['disparity_space_sampling'])
 
@@ -162,7 +163,7 @@ class ImportanceRenderer(torch.nn.Module):
     def run_model(self, planes, decoder, sample_coordinates, sample_directions, options, planes_cl=None):
         """Raw decoder output at points [N, M, 3]: {'rgb': [N, M, C], 'sigma': [N, M, 1]} (+ optional density noise).
         planes_cl: optional `planes_channels_last(planes)` (the CPU training fast path)."""
-        if planes_cl is None and _use_cl_sampling(planes) and sample_coordinates.shape[1] >= 4096:
+        if planes_cl is None and use_cl_sampling(planes) and sample_coordinates.shape[1] >= 4096:
             planes_cl = planes_channels_last(planes)
         if planes_cl is not None:
             sampled_features = sample_from_planes_cl(self.plane_axes, planes_cl, planes.shape, sample_coordinates,
