@@ -19,7 +19,7 @@ import re
 import subprocess
 import sys
 import time
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import click
 import numpy as np
@@ -38,8 +38,9 @@ COMMON_ARGS = ['--gpus=1', '--gamma=0.05', '--cbase=2048', '--cmax=64', '--mbstd
                '--plugin=eg3d_ext.plugin']
 CFG_ARGS = {
     '3dgp': lambda res: ['--kd-weight=0', f'--patch-res={res}', '--triplane-res=64'],
-    # EG3D has no superresolution module below 128 px: render at the image resolution and use the 1x1 stand-in.
-    'eg3d-wide': lambda res: [f'--neural_rendering_resolution_initial={res}', '--sr-module=tests.tiny_sr.TinySuperresolution'],
+    # EG3D's own SR modules start at 128 px: render at half the image resolution and use the any-resolution 2X module.
+    'eg3d-wide': lambda res: [f'--neural_rendering_resolution_initial={res // 2}',
+                              '--sr-module=training.superresolution.SuperresolutionHybrid2XAnyRes'],
 }
 
 #----------------------------------------------------------------------------
@@ -73,7 +74,8 @@ def train(outdir: str, cfg: str, data: str, kimg: float, resolution: int, batch:
     outdir, data = os.path.abspath(outdir), os.path.abspath(data) # train.py runs in the repository root
     os.makedirs(outdir, exist_ok=True)
     state_path = os.path.join(outdir, 'progress.json')
-    key = dict(cfg=cfg, data=data, resolution=resolution, batch=batch, seed=seed, extra=list(extra))
+    args = [*COMMON_ARGS, *CFG_ARGS[cfg](resolution), *extra]
+    key = dict(cfg=cfg, data=data, resolution=resolution, batch=batch, seed=seed, args=args)
     state = json.load(open(state_path)) if os.path.isfile(state_path) else {}
     if state.get('key') == key and state.get('kimg', 0) >= kimg - 1e-9 and os.path.isfile(state.get('pkl') or ''):
         print(f'Reusing {os.path.relpath(state["pkl"])} ({state["kimg"]:g} kimg >= {kimg:g})')
@@ -81,7 +83,7 @@ def train(outdir: str, cfg: str, data: str, kimg: float, resolution: int, batch:
     per_tick = TICK_BATCHES * batch
     cmd = [sys.executable, os.path.join(ROOT, 'train.py'), f'--outdir={outdir}', f'--cfg={cfg}', f'--data={data}',
            f'--batch={batch}', f'--seed={seed}', f'--kimg={kimg:g}', f'--tick={(per_tick - 0.5) / 1000:g}', '--snap=4',
-           '--grid=4x4', '--resume=auto', f'--desc={desc}', *COMMON_ARGS, *CFG_ARGS[cfg](resolution), *extra]
+           '--grid=4x4', '--resume=auto', f'--desc={desc}', *args]
     print(f'Training {cfg} to {kimg:g} kimg (log: {outdir}/*/log.txt)')
     run_dir, lines = None, []
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
@@ -110,7 +112,7 @@ def train(outdir: str, cfg: str, data: str, kimg: float, resolution: int, batch:
     pkls = sorted(glob.glob(os.path.join(run_dir or outdir, 'network-snapshot-*.pkl')), key=os.path.getmtime)
     if not pkls:
         raise click.ClickException(f'train.py wrote no network snapshot in {run_dir or outdir}')
-    _write_json(state_path, dict(key=key, kimg=kimg, pkl=pkls[-1]))
+    write_json(state_path, dict(key=key, kimg=kimg, pkl=pkls[-1]))
     return pkls[-1], kimg
 
 #----------------------------------------------------------------------------
@@ -150,11 +152,19 @@ def compute_metrics(pkl: str, data: str, num_fid: int = 512, num_depth: int = 12
     return res
 
 #----------------------------------------------------------------------------
-# Exports through gen_samples.py / gen_videos.py.
+# Output helpers (also used by bench/study.py).
 
-def _write_json(path: str, obj) -> None:
+def write_json(path: str, obj: Any) -> None:
+    """Write `obj` as indented JSON atomically (a crash never leaves a half file)."""
     with dnnlib.util.atomic_write(path, 'wt') as f:
         json.dump(obj, f, indent=2)
+
+def is_newer(path: str, than: str) -> bool:
+    """True if `path` exists and is at least as new as `than` (an output made from that snapshot)."""
+    return os.path.isfile(path) and os.path.getmtime(path) >= os.path.getmtime(than)
+
+#----------------------------------------------------------------------------
+# Exports through gen_samples.py / gen_videos.py.
 
 def _save_png(img: PIL.Image.Image, path: str) -> None:
     with dnnlib.util.atomic_write(path, 'wb') as f:
@@ -226,9 +236,6 @@ Such a short CPU run shows the pipeline working end to end; it is far from conve
     with dnnlib.util.atomic_write(os.path.join(out, 'README.md'), 'wt') as f:
         f.write(text)
 
-def _fresh(path: str, than: str) -> bool:
-    return os.path.isfile(path) and os.path.getmtime(path) >= os.path.getmtime(than)
-
 @click.command(help=__doc__)
 @click.option('--outdir', help='Where to write the outputs', metavar='DIR', default='demo_out', show_default=True)
 @click.option('--kimg', help='Training length in thousands of images', type=click.FloatRange(min=0, min_open=True), default=6, show_default=True)
@@ -258,20 +265,20 @@ def run_demo(outdir: str, kimg: float, data_dir: str, num_images: int, resolutio
     mpath = os.path.join(outdir, 'metrics.json')
     files = dict(samples='samples.png', depth='depth.png', per_seed='samples/', video='video/orbit-seed0000-0003.mp4',
                  depth_video='video/orbit-seed0000-0003_depth.mp4', mesh='mesh/seed0000.ply')
-    exports_fresh = all(_fresh(os.path.join(outdir, f), pkl) for f in files.values() if not f.endswith('/'))
-    reused = exports_fresh and _fresh(mpath, pkl) # nothing to redo: keep README's wall time of the call that did the work
+    exports_fresh = all(is_newer(os.path.join(outdir, f), pkl) for f in files.values() if not f.endswith('/'))
+    reused = exports_fresh and is_newer(mpath, pkl) # nothing to redo: keep README's wall time of the call that did the work
     if exports_fresh:
         print('Reusing exports (newer than the snapshot)')
     else:
         files = export(pkl, outdir, frames=frames, shape_res=shape_res)
     print('[4/4] Metrics (camera_w1, nfs, depth_err, fid_demo)')
-    if _fresh(mpath, pkl):
+    if is_newer(mpath, pkl):
         metrics = json.load(open(mpath))
         print('Reusing metrics.json (newer than the snapshot)')
     else:
         s = metric_scale
         metrics = compute_metrics(pkl, data, num_fid=max(int(512 * s), 8), num_depth=max(int(128 * s), 4), num_nfs=max(int(64 * s), 4))
-        _write_json(mpath, metrics)
+        write_json(mpath, metrics)
     print(json.dumps({k: v for k, v in metrics.items() if k in ('camera_w1', 'nfs', 'depth_err', 'fid_demo')}))
     info = dict(kimg=done, data=os.path.relpath(data), num_images=num_images, resolution=resolution, seconds=time.time() - t0,
                 command=' '.join(['python'] + [os.path.basename(sys.argv[0])] + sys.argv[1:]))

@@ -46,7 +46,7 @@ def run_one(name: str, outdir: str, data: str, kimg: float, resolution: int, bat
     pkl, done = demo.train(rdir, cfg, data, kimg, resolution, batch, seed, extra=extra, desc=name)
     t_train = time.time() - t0
     mpath = os.path.join(rdir, 'metrics.json')
-    if demo._fresh(mpath, pkl): # pylint: disable=protected-access
+    if demo.is_newer(mpath, pkl):
         return json.load(open(mpath))
     learned = cfg == '3dgp'
     demo.export(pkl, rdir, camera='learned' if learned else 'prior', video=False, mesh=False)
@@ -56,7 +56,7 @@ def run_one(name: str, outdir: str, data: str, kimg: float, resolution: int, bat
                                num_nfs=max(int(64 * s), 4))
     res.update(run=name, cfg=cfg, extra=extra, kimg=done, train_seconds=round(t_train, 1),
                metric_seconds=round(time.time() - t1, 1))
-    demo._write_json(mpath, res) # pylint: disable=protected-access
+    demo.write_json(mpath, res)
     return res
 
 def table(results: List[Dict]) -> str:
@@ -92,7 +92,7 @@ def main(outdir, kimg, runs, data_dir, num_images, resolution, batch, seed, metr
         print(f'[{i + 1}/{len(names)}] {name}: {RUNS[name][2]}')
         results.append(run_one(name, outdir, data, kimg, int(resolution), batch, seed, metric_scale))
         print(json.dumps({k: results[-1][k] for k in KEYS}))
-    demo._write_json(os.path.join(outdir, 'study.json'), dict( # pylint: disable=protected-access
+    demo.write_json(os.path.join(outdir, 'study.json'), dict(
         command=' '.join(['python', 'bench/study.py'] + sys.argv[1:]), data=os.path.relpath(data),
         seconds=round(time.time() - t0, 1), results=results))
     with dnnlib.util.atomic_write(os.path.join(outdir, 'study.md'), 'wt') as f:

@@ -7,13 +7,10 @@ import zipfile
 from typing import Dict, Optional
 
 import numpy as np
-import PIL.Image
 import torch
 
+from eg3d_ext.datasets.zip_writer import EMBEDDINGS_NAME, decode_depth_png, depth_fname
 from training.dataset import ImageFolderDataset
-
-DEPTH_SUFFIX = '_depth.png'
-EMBEDDINGS_NAME = 'embeddings.npy'
 
 #----------------------------------------------------------------------------
 
@@ -59,12 +56,12 @@ class RGBDDataset(ImageFolderDataset):
         super().__init__(path, resolution, **super_kwargs)
         self._embeddings_path, self._embeddings = embeddings_path, None
         fnames = self.image_fnames
-        missing = [f for f in fnames if not self.has_file(self._depth_fname(f))]
+        missing = [f for f in fnames if not self.has_file(depth_fname(f))]
         has_depth = len(missing) < len(fnames)
         self._use_depth = has_depth if use_depth is None else bool(use_depth)
         if (self._use_depth or require_depth) and missing:
             raise IOError(f'{path}: {len(missing)} of {len(fnames)} images have no depth map '
-                          f'(e.g. {self._depth_fname(missing[0])!r}); add depth with `dataset_tool.py add-depth`')
+                          f'(e.g. {depth_fname(missing[0])!r}); add depth with `dataset_tool.py add-depth`')
         self._use_depth = self._use_depth or require_depth
         has_emb = embeddings_path is not None or self.has_file(EMBEDDINGS_NAME)
         self._use_embeddings = has_emb if use_embeddings is None else bool(use_embeddings)
@@ -79,10 +76,6 @@ class RGBDDataset(ImageFolderDataset):
                               f'{len(fnames)} images; expected [{len(fnames)}, D] in image order')
 
     # The base class already skips `*_depth.png` side files and opens the zip once per process.
-
-    @staticmethod
-    def _depth_fname(fname: str) -> str:
-        return os.path.splitext(fname)[0] + DEPTH_SUFFIX
 
     def __getstate__(self):
         return dict(super().__getstate__(), _embeddings=None)
@@ -101,15 +94,13 @@ class RGBDDataset(ImageFolderDataset):
 
     def _load_raw_depth(self, raw_idx: int) -> np.ndarray:
         """int32 [H,W] in [0, 65535]; 8-bit maps are scaled by 256 and extra channels dropped (3DGP)."""
-        fname = self._depth_fname(self.image_fnames[raw_idx])
+        fname = depth_fname(self.image_fnames[raw_idx])
         try:
             with self.open_file(fname) as f:
-                depth = np.array(PIL.Image.open(io.BytesIO(f.read())))
-        except (OSError, ValueError, KeyError, PIL.UnidentifiedImageError) as e:
+                data = f.read()
+        except (OSError, KeyError) as e:
             raise IOError(f'{self.path}: cannot read depth map {fname!r} ({e})') from e
-        if depth.ndim == 3:
-            depth = depth[:, :, 0]
-        depth = depth.astype(np.int32) * 256 if depth.dtype == np.uint8 else depth.astype(np.int32)
+        depth = decode_depth_png(data, f'{self.path}: depth map {fname!r}')
         if list(depth.shape) != self.image_shape[1:]:
             raise IOError(f'{self.path}: depth map {fname!r} is {depth.shape[1]}x{depth.shape[0]} but images are '
                           f'{self.image_shape[2]}x{self.image_shape[1]}')

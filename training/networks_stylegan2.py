@@ -9,8 +9,9 @@ from torch_utils.ops import upfirdn2d
 from torch_utils.ops import bias_act
 from torch_utils.ops import fma
 
-# Pickles embed and re-execute this source: import only names official EG3D/StyleGAN3 provide, and store gains as
-# Python floats (a numpy-1 reader cannot load the np.float64 scalars numpy 2 writes).
+# Pickles embed and re-execute this source: import only names official EG3D/StyleGAN3 provide (hence no `typing`:
+# optional types are string annotations), and store gains as Python floats (a numpy-1 reader cannot load the
+# np.float64 scalars numpy 2 writes).
 
 #----------------------------------------------------------------------------
 
@@ -104,7 +105,7 @@ class FullyConnectedLayer(torch.nn.Module):
 @persistence.persistent_class
 class Conv2dLayer(torch.nn.Module):
     def __init__(self, in_channels, out_channels, kernel_size, bias=True, activation='linear', up=1, down=1,
-            resample_filter=[1,3,3,1], conv_clamp=None, channels_last=False, trainable=True):
+            resample_filter=(1,3,3,1), conv_clamp=None, channels_last=False, trainable=True):
         super().__init__()
         self.in_channels, self.out_channels, self.activation, self.up = in_channels, out_channels, activation, up
         self.down, self.conv_clamp = down, conv_clamp
@@ -200,7 +201,7 @@ class MappingNetwork(torch.nn.Module):
 @persistence.persistent_class
 class SynthesisLayer(torch.nn.Module):
     def __init__(self, in_channels, out_channels, w_dim, resolution, kernel_size=3, up=1, use_noise=True,
-            activation='lrelu', resample_filter=[1,3,3,1], conv_clamp=None, channels_last=False):
+            activation='lrelu', resample_filter=(1,3,3,1), conv_clamp=None, channels_last=False):
         super().__init__()
         self.in_channels, self.out_channels, self.w_dim, self.resolution = in_channels, out_channels, w_dim, resolution
         self.up, self.use_noise, self.activation, self.conv_clamp = up, use_noise, activation, conv_clamp
@@ -278,7 +279,7 @@ def _block_dtype(use_fp16, channels_last, device, force_fp32):
 @persistence.persistent_class
 class SynthesisBlock(torch.nn.Module):
     def __init__(self, in_channels, out_channels, w_dim, resolution, img_channels, is_last, architecture='skip',
-            resample_filter=[1,3,3,1], conv_clamp=256, use_fp16=False, fp16_channels_last=False,
+            resample_filter=(1,3,3,1), conv_clamp=256, use_fp16=False, fp16_channels_last=False,
             fused_modconv_default=True, **layer_kwargs):
         assert architecture in ['orig', 'skip', 'resnet']
         super().__init__()
@@ -378,7 +379,8 @@ class SynthesisNetwork(torch.nn.Module):
                 self.num_ws += block.num_torgb
             setattr(self, f'b{res}', block)
 
-    def forward(self, ws, **block_kwargs):
+    def forward(self, ws: torch.Tensor, **block_kwargs) -> torch.Tensor:
+        """ws [N, num_ws, w_dim] -> image [N, img_channels, img_resolution, img_resolution] (fp32)."""
         # Consecutive blocks share one w: each block's ToRGB w is the next block's first conv w.
         block_ws = []
         with torch.autograd.profiler.record_function('split_ws'):
@@ -403,8 +405,9 @@ class SynthesisNetwork(torch.nn.Module):
 
 @persistence.persistent_class
 class Generator(torch.nn.Module):
-    def __init__(self, z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs={}, **synthesis_kwargs):
+    def __init__(self, z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs=None, **synthesis_kwargs):
         super().__init__()
+        mapping_kwargs = mapping_kwargs or {}
         self.z_dim, self.c_dim, self.w_dim, self.img_resolution = z_dim, c_dim, w_dim, img_resolution
         self.img_channels = img_channels
         self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
@@ -412,7 +415,9 @@ class Generator(torch.nn.Module):
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
 
-    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False, **synthesis_kwargs):
+    def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1, truncation_cutoff: 'int | None' = None,
+            update_emas: bool = False, **synthesis_kwargs) -> torch.Tensor:
+        """z [N, z_dim], c [N, c_dim] -> image [N, img_channels, img_resolution, img_resolution]."""
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
             update_emas=update_emas)
         return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
@@ -422,7 +427,7 @@ class Generator(torch.nn.Module):
 @persistence.persistent_class
 class DiscriminatorBlock(torch.nn.Module):
     def __init__(self, in_channels, tmp_channels, out_channels, resolution, img_channels, first_layer_idx,
-            architecture='resnet', activation='lrelu', resample_filter=[1,3,3,1], conv_clamp=None, use_fp16=False,
+            architecture='resnet', activation='lrelu', resample_filter=(1,3,3,1), conv_clamp=None, use_fp16=False,
             fp16_channels_last=False, freeze_layers=0):
         assert in_channels in [0, tmp_channels]
         assert architecture in ['orig', 'skip', 'resnet']
@@ -450,7 +455,10 @@ class DiscriminatorBlock(torch.nn.Module):
             self.skip = Conv2dLayer(tmp_channels, out_channels, kernel_size=1, bias=False, down=2,
                 trainable=next_trainable(), resample_filter=resample_filter, channels_last=self.channels_last)
 
-    def forward(self, x, img, force_fp32=False):
+    def forward(self, x: 'torch.Tensor | None', img: 'torch.Tensor | None',
+            force_fp32: bool = False) -> 'tuple[torch.Tensor, torch.Tensor | None]':
+        """(features at `resolution` or None for the first block, image) -> (features at half the resolution,
+        image downsampled for the next 'skip' block, else None)."""
         ref = x if x is not None else img
         dtype, memory_format = _block_dtype(self.use_fp16, self.channels_last, ref.device, force_fp32)
         # Input.
@@ -526,7 +534,9 @@ class DiscriminatorEpilogue(torch.nn.Module):
         self.fc = FullyConnectedLayer(in_channels * (resolution ** 2), in_channels, activation=activation)
         self.out = FullyConnectedLayer(in_channels, 1 if cmap_dim == 0 else cmap_dim)
 
-    def forward(self, x, img, cmap, force_fp32=False):
+    def forward(self, x: torch.Tensor, img: 'torch.Tensor | None', cmap: 'torch.Tensor | None',
+            force_fp32: bool = False) -> torch.Tensor:
+        """4x4 features (+ image for 'skip', + class embedding cmap when conditional) -> logits [N, 1]."""
         misc.assert_shape(x, [None, self.in_channels, self.resolution, self.resolution]) # [NCHW]
         _ = force_fp32 # the epilogue always runs in fp32
         dtype = torch.float32
@@ -556,9 +566,10 @@ class DiscriminatorEpilogue(torch.nn.Module):
 @persistence.persistent_class
 class Discriminator(torch.nn.Module):
     def __init__(self, c_dim, img_resolution, img_channels, architecture='resnet', channel_base=32768,
-            channel_max=512, num_fp16_res=4, conv_clamp=256, cmap_dim=None, block_kwargs={}, mapping_kwargs={},
-            epilogue_kwargs={}):
+            channel_max=512, num_fp16_res=4, conv_clamp=256, cmap_dim=None, block_kwargs=None, mapping_kwargs=None,
+            epilogue_kwargs=None):
         super().__init__()
+        block_kwargs, mapping_kwargs, epilogue_kwargs = block_kwargs or {}, mapping_kwargs or {}, epilogue_kwargs or {}
         self.c_dim, self.img_resolution = c_dim, img_resolution
         self.img_resolution_log2 = int(np.log2(img_resolution))
         self.img_channels = img_channels
@@ -587,7 +598,8 @@ class Discriminator(torch.nn.Module):
         self.b4 = DiscriminatorEpilogue(channels_dict[4], cmap_dim=cmap_dim, resolution=4, **epilogue_kwargs,
             **common_kwargs)
 
-    def forward(self, img, c, update_emas=False, **block_kwargs):
+    def forward(self, img: torch.Tensor, c: torch.Tensor, update_emas: bool = False, **block_kwargs) -> torch.Tensor:
+        """img [N, img_channels, img_resolution, img_resolution], c [N, c_dim] -> logits [N, 1]."""
         _ = update_emas # unused
         x = None
         for res in self.block_resolutions:

@@ -104,6 +104,27 @@ class SuperresolutionHybrid2X(torch.nn.Module):
         return _sr_forward(self, rgb, x, ws, lambda r: r != self.input_resolution, self.sr_antialias, **block_kwargs)
 
 #----------------------------------------------------------------------------
+# 2X at any even output resolution (not in EG3D; for small images such as the 32^2 demo): 2X's layout with
+# input_resolution = img_resolution / 2. Unlike 2X it adds block0's ToRGB residual to a copy of `rgb`, so the caller's
+# image_raw is left alone and fp32 (CPU) training works (see the in-place note above SynthesisBlockNoUp).
+
+@persistence.persistent_class
+class SuperresolutionHybrid2XAnyRes(torch.nn.Module):
+    def __init__(self, channels, img_resolution, sr_num_fp16_res, sr_antialias,
+            num_fp16_res=4, conv_clamp=None, channel_base=None, channel_max=None, # ignored, as in EG3D
+            **block_kwargs):
+        super().__init__()
+        assert img_resolution >= 4 and img_resolution % 2 == 0
+        self.input_resolution = img_resolution // 2
+        self.sr_antialias = sr_antialias
+        _sr_blocks(self, SynthesisBlockNoUp, channels, 128, 64, self.input_resolution, img_resolution, sr_num_fp16_res,
+            block_kwargs)
+
+    def forward(self, rgb, x, ws, **block_kwargs):
+        return _sr_forward(self, rgb.clone(), x, ws, lambda r: r != self.input_resolution, self.sr_antialias,
+            **block_kwargs)
+
+#----------------------------------------------------------------------------
 # 128^2 output; unlike 2X it only resizes smaller inputs and never antialiases. EG3D's version has no `sr_antialias`
 # argument and therefore cannot be built by TriPlaneGenerator; we accept and ignore it.
 

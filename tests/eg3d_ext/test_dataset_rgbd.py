@@ -76,5 +76,15 @@ def test_errors(rgbd_zip, tmp_path):
     ds = RGBDDataset(rewrite(path, str(tmp_path / 'b.zip'), replace={d2: buf.getvalue()}))
     with pytest.raises(IOError, match='is 16x16 but images are 32x32'):
         ds[2]
+    with pytest.raises(IOError, match=r"depth map '00000/img00000002_depth.png': cannot decode"):
+        RGBDDataset(rewrite(path, str(tmp_path / 'd.zip'), replace={d2: b'not a png'}))[2]
+
+def test_8bit_depth_scaled(rgbd_zip, tmp_path):
+    """8-bit depth maps (as some 3DGP data ships) are read on the 16-bit scale: v * 256."""
+    path, _ = rgbd_zip
+    d8 = np.arange(32 * 32, dtype=np.int64).reshape(32, 32).astype(np.uint8)
+    buf = io.BytesIO(); PIL.Image.fromarray(d8).save(buf, format='png')
+    ds = RGBDDataset(rewrite(path, str(tmp_path / 'e.zip'), replace={zw.depth_fname(zw.image_fname(3)): buf.getvalue()}))
+    np.testing.assert_allclose(ds[3][2]['depth'][0].numpy(), d8.astype(np.float64) * 256 / 65536 * 2 - 1, atol=1e-6)
     with pytest.raises(IOError, match=r'embeddings have shape \[4, 7\]'):
         RGBDDataset(rewrite(path, str(tmp_path / 'c.zip'), replace={zw.EMBEDDINGS_NAME: zw.npy_bytes(np.zeros([4, 7], np.float16))}))

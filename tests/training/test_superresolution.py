@@ -1,4 +1,7 @@
-"""Tests for training.superresolution: EG3D layouts, resizing rules, gradients and the in-place image_raw quirk."""
+"""Tests for training.superresolution: EG3D layouts, resizing rules, gradients and the in-place image_raw quirk;
+the any-resolution 2X module (not in EG3D) against 2X, its gradients and a pickle round trip."""
+
+import pickle
 
 import pytest
 import torch
@@ -118,5 +121,51 @@ def test_8xdc_forward_wiring_with_small_blocks():
         _, ref = m.block1(h, img, w3, noise_mode='const')
     assert out.shape == (1, 3, 512, 512)
     torch.testing.assert_close(out, ref)
+
+#
+
+#----------------------------------------------------------------------------
+# SuperresolutionHybrid2XAnyRes.
+
+def test_anyres_matches_2x_at_128():
+    """Same layout and forward as EG3D's 2X; only the caller's rgb is not updated in place."""
+    two = _make(sr.SuperresolutionHybrid2X, 128, sr_antialias=True)
+    anyres = _make(sr.SuperresolutionHybrid2XAnyRes, 128, sr_antialias=True)
+    assert {k: v.shape for k, v in anyres.state_dict().items()} == \
+        {k: v.shape for k, v in two.state_dict().items() if k != 'resample_filter'}
+    misc.copy_params_and_buffers(two, anyres, require_all=True)
+    for r in (64, 32): # at the input resolution, and resized to it
+        x, ws = _inputs(r, n=2)
+        before = x.clone()
+        with torch.no_grad():
+            out = anyres(x[:, :3], x, ws, noise_mode='const')
+            assert torch.equal(x, before) # the caller's image_raw view is left alone
+            torch.testing.assert_close(out, two(x[:, :3].clone(), x.clone(), ws, noise_mode='const'))
+
+@pytest.mark.parametrize('res', [32, 48, 16])
+def test_anyres_shapes_and_fp32_gradients(res):
+    m = _make(sr.SuperresolutionHybrid2XAnyRes, res, sr_antialias=True)
+    assert m.input_resolution == res // 2 and m.block0.resolution == res // 2 and m.block1.resolution == res
+    x, ws = _inputs(res // 2, n=2)
+    x.requires_grad_(True)
+    ws.requires_grad_(True)
+    feats = x * 1 # rgb is a view of the features, as in TriPlaneGenerator: 2X fails here in fp32 (see above)
+    out = m(feats[:, :3], feats, ws, noise_mode='random')
+    assert out.shape == (2, 3, res, res) and out.dtype == torch.float32
+    out.square().mean().backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    assert x.grad.abs().sum() > 0
+    assert ws.grad[:, :-1].abs().sum() == 0 and ws.grad[:, -1].abs().sum() > 0
+    with pytest.raises(AssertionError):
+        _make(sr.SuperresolutionHybrid2XAnyRes, res + 1, sr_antialias=True)
+
+def test_anyres_pickle_round_trip():
+    m = _make(sr.SuperresolutionHybrid2XAnyRes, 32, fp16_res=4, sr_antialias=False)
+    m2 = pickle.loads(pickle.dumps(m))
+    assert m2.init_kwargs == m.init_kwargs and m2.block0.use_fp16
+    x, ws = _inputs(16)
+    with torch.no_grad():
+        assert torch.equal(m2(x[:, :3], x, ws, noise_mode='const'), m(x[:, :3], x, ws, noise_mode='const'))
 
 #----------------------------------------------------------------------------

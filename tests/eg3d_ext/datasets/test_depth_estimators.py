@@ -6,11 +6,10 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+import transformers # in the [test] extra: a missing package must fail, not skip
 
 import dnnlib
 from eg3d_ext.datasets import depth_estimators as de
-
-transformers = pytest.importorskip('transformers', reason='optional extra: pip install ".[depth]"')
 
 def tiny_depth_anything_config(metric: bool = False):
     bb = transformers.Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
@@ -53,6 +52,35 @@ def test_dpt_preset_random_config():
     est = de.make_estimator('dpt-midas', config=cfg, input_size=64)
     out = est(torch.randint(0, 256, [1, 3, 48, 48], dtype=torch.uint8))
     assert out.shape == (1, 48, 48) and not est.metric
+
+def tiny_zoedepth_config():
+    bb = transformers.BeitConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, image_size=64,
+                                 patch_size=16, out_indices=[1, 2, 3, 4], reshape_hidden_states=False, use_relative_position_bias=True)
+    return transformers.ZoeDepthConfig(backbone_config=bb, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
+                                       reassemble_factors=[4, 2, 1, 0.5], bottleneck_features=16, bin_embedding_dim=8,
+                                       num_relative_features=8, num_attractors=[4, 2, 2, 1],
+                                       bin_configurations=[dict(n_bins=8, min_depth=0.001, max_depth=10.0, name='nyu')],
+                                       num_patch_transformer_layers=1, patch_transformer_hidden_size=16,
+                                       patch_transformer_intermediate_size=32, patch_transformer_num_attention_heads=2)
+
+def test_zoedepth_preset_random_config():
+    est = de.make_estimator('zoedepth', config=tiny_zoedepth_config(), input_size=64)
+    assert est.metric and type(est.model).__name__ == 'ZoeDepthForDepthEstimation'
+    # transformers' init makes the tiny model's output constant; larger random weights give a depth map with structure.
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in est.model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.2)
+    images = torch.randint(0, 256, [2, 3, 40, 52], dtype=torch.uint8, generator=gen)
+    out = est(images)
+    assert out.shape == (2, 40, 52) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert (out > 0).all() and out.std() > 0 # metric: expected value over positive (softplus) bin centres
+    # Reference: ZoeDepth's preprocessing (mean = std = 0.5, sides multiple of 32), no sign flip for a metric model.
+    x = torch.nn.functional.interpolate(images.float() / 255, size=(64, 64), mode='bicubic', align_corners=False, antialias=True).clamp(0, 1)
+    with torch.no_grad():
+        raw = est.model(pixel_values=(x - 0.5) / 0.5).predicted_depth
+    ref = torch.nn.functional.interpolate(raw.reshape(2, 1, 64, 64), size=(40, 52), mode='bilinear', align_corners=False)[:, 0]
+    torch.testing.assert_close(out, ref)
 
 def test_missing_weights_message(tmp_path):
     dnnlib.util.set_cache_dir(str(tmp_path / 'cache'))
