@@ -3,6 +3,7 @@ process with the camera generator, depth adaptor and KD head."""
 
 import glob
 import json
+import math
 import os
 import subprocess
 import sys
@@ -25,10 +26,10 @@ def rgbd_zip(tmp_path_factory):
         z.writestr('embeddings.npy', buf.getvalue())
     return path
 
-def _train(outdir, data, gpus, extra=()):
+def _train(outdir, data, gpus, kimg, extra=()):
     cmd = [sys.executable, os.path.join(ROOT, 'train.py'), f'--outdir={outdir}', '--cfg=3dgp', f'--data={data}',
            f'--gpus={gpus}', '--batch=4', '--gamma=1', '--mirror=1', '--cbase=256', '--cmax=8', '--patch-res=16',
-           '--triplane-res=16', '--depth-resolution=4', '--depth-resolution-importance=4', '--kimg=0.008', '--tick=0.008',
+           '--triplane-res=16', '--depth-resolution=4', '--depth-resolution-importance=4', f'--kimg={kimg}', f'--tick={kimg / 4}',
            '--plugin=eg3d_ext.plugin', '--snap=1', '--metrics=none', '--workers=1', '--mbstd-group=2',
            '--grid=2x2', *extra] # tiny sizes; the default snapshot grid (~1000 renders) would dominate the run
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
@@ -45,6 +46,10 @@ def _check_run(run_dir):
         assert k in keys, (k, sorted(keys))
     opts = json.load(open(os.path.join(run_dir, 'training_options.json')))
     assert opts['G_kwargs']['class_name'] == 'eg3d_ext.generator.Generator' and opts['D_kwargs']['kd_dim'] == 2048
+    assert len(stats) == 5 and stats[-1]['Progress/kimg']['mean'] >= opts['total_kimg'] # ticks 0-4: the whole run
+    for k in keys:
+        if k.startswith('Loss/'):
+            assert all(math.isfinite(s[k]['mean']) for s in stats if k in s), k
     code = f'''
 import pickle, sys, torch
 sys.path.insert(0, {ROOT!r})
@@ -64,8 +69,8 @@ print('ok')
 
 @pytest.mark.slow
 def test_train_3dgp_cpu(tmp_path, rgbd_zip):
-    _check_run(_train(str(tmp_path / 'out'), rgbd_zip, gpus=1))
+    _check_run(_train(str(tmp_path / 'out'), rgbd_zip, gpus=1, kimg=2)) # ~1 min: 500 steps of the tiny config
 
 @pytest.mark.slow
 def test_train_3dgp_two_processes(tmp_path, rgbd_zip):
-    _check_run(_train(str(tmp_path / 'out'), rgbd_zip, gpus=2))
+    _check_run(_train(str(tmp_path / 'out'), rgbd_zip, gpus=2, kimg=2))
