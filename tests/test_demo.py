@@ -11,13 +11,16 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-def _demo(out, data):
-    cmd = [sys.executable, os.path.join(ROOT, 'demo.py'), f'--outdir={out}', f'--data-dir={data}', '--kimg=0.016',
-           '--num-images=32', '--frames=3', '--shape-res=32', '--metric-scale=0.02']
-    res = subprocess.run(cmd, cwd=str(out.parent), capture_output=True, text=True, timeout=600,
-                         env=dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '2')))
+def run_script(script: str, args: list, cwd, timeout: int = 600) -> str:
+    """Run a repository script in a fresh interpreter; assert success and return its stdout."""
+    res = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=str(cwd), capture_output=True, text=True,
+                         timeout=timeout, env=dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '2')))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res.stdout
+
+def _demo(out, data):
+    return run_script('demo.py', [f'--outdir={out}', f'--data-dir={data}', '--kimg=0.016', '--num-images=32', '--frames=3',
+                                  '--shape-res=32', '--metric-scale=0.02'], out.parent)
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
