@@ -214,7 +214,7 @@ class SynthesisBlockNoUp(torch.nn.Module):
             y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv)
             y = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
             img = img.add_(y) if img is not None else y
-        assert x.dtype == dtype
+        assert x.dtype == dtype or torch.is_autocast_enabled(x.device.type) # --amp=bf16 runs layers in bf16
         assert img is None or img.dtype == torch.float32
         return x, img
 
