@@ -106,7 +106,9 @@ def eg3d_config(opts: dnnlib.EasyDict, **dataset_rendering: Any) -> dnnlib.EasyD
     sr_module = opts.sr_module or SR_MODULES.get(resolution)
     if sr_module is None:
         raise ValueError(f'No EG3D superresolution module for {resolution}x{resolution} images '
-                         f'(supported: {sorted(SR_MODULES)}); pass --sr-module to choose one')
+                         f'(supported: {sorted(SR_MODULES)}); pass --sr-module to choose one, e.g. '
+                         f'--sr-module=training.superresolution.SuperresolutionHybrid2XAnyRes '
+                         f'--neural_rendering_resolution_initial={resolution // 2}')
 
     rendering_options = {
         'image_resolution': resolution,
