@@ -9,6 +9,7 @@ import torch
 from eg3d_ext import camera, generator
 from eg3d_ext.generator import march, quantile
 from tests.eg3d_ext._tiny import tiny_G
+from tests.metrics._metrics_helpers import ref_nfs
 
 #----------------------------------------------------------------------------
 
@@ -71,14 +72,6 @@ def test_cut_in_both_passes_and_chunked_quantile(monkeypatch):
 
 #----------------------------------------------------------------------------
 
-def _ref_nfs(depth, near, far, bins=64):
-    scores = []
-    for d in depth.reshape(depth.shape[0], -1).double().numpy():
-        counts, _ = np.histogram(np.clip(d, near, far), bins=bins, range=(near, far))
-        p = counts / d.size
-        scores.append(math.exp(-np.sum(p * np.log(p + 1e-12))))
-    return float(np.mean(scores))
-
 def test_nfs256_protocol_end_to_end(monkeypatch):
     """compute_nfs on a tiny 3DGP G: eval-mode full renders with cut_quantile 0.5 in both marcher passes, frontal prior
     angles, raw (unadapted) depth; the score equals the spec's histogram entropy computed independently."""
@@ -103,7 +96,7 @@ def test_nfs256_protocol_end_to_end(monkeypatch):
     np.testing.assert_allclose(params[:, camera.IDX['yaw']].numpy(), 0, atol=1e-5) # frontal prior angles
     np.testing.assert_allclose(params[:, camera.IDX['pitch']].numpy(), math.pi / 2, atol=1e-5)
     depth = torch.cat([s['depth'] for s in seen])[:6]
-    assert nfs == pytest.approx(_ref_nfs(depth, 0.75, 1.25), rel=1e-5)
+    assert nfs == pytest.approx(ref_nfs(depth, 0.75, 1.25), rel=1e-5)
     assert 1 <= nfs <= 64
 
 #----------------------------------------------------------------------------

@@ -1,5 +1,9 @@
-"""A 2D stand-in generator shared by the metric tests (importable by spawned DDP workers)."""
+"""Helpers shared by the metric tests: a 2D stand-in generator (importable by spawned DDP workers) and an
+independent NFS reference."""
 
+import math
+
+import numpy as np
 import torch
 
 #----------------------------------------------------------------------------
@@ -13,3 +17,14 @@ class TinyImageG(torch.nn.Module):
         self.fc = torch.nn.Linear(8, 3 * 16 * 16)
     def forward(self, z, c, **kwargs):
         return torch.tanh(self.fc(z)).reshape(-1, 3, 16, 16)
+
+def ref_nfs(depth: torch.Tensor, near: float, far: float, bins: int = 64) -> float:
+    """Spec section 7 steps 3-4 with numpy: clamp, 64-bin histogram, exp(entropy), mean over images."""
+    scores = []
+    for d in depth.reshape(depth.shape[0], -1).double().numpy():
+        counts, _ = np.histogram(np.clip(d, near, far), bins=bins, range=(near, far))
+        p = counts / d.size
+        scores.append(math.exp(-np.sum(p * np.log(p + 1e-12))))
+    return float(np.mean(scores))
+
+#----------------------------------------------------------------------------

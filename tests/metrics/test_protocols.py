@@ -1,7 +1,6 @@
 """Metric protocols on tiny generators and files: NFS depth size for EG3D and 3DGP, the camera_w1 progress bar,
 depth-map bit depth, and the default device."""
 
-import math
 import os
 
 import numpy as np
@@ -15,17 +14,9 @@ from dnnlib import registry
 from metrics import camera_recovery, depth_error, metric_utils, non_flatness
 from metrics.dataset_files import DatasetFiles
 from tests._tiny_generators import tiny_3dgp_G, tiny_eg3d_G
+from tests.metrics._metrics_helpers import ref_nfs
 
 #----------------------------------------------------------------------------
-
-def _ref_nfs(depth, near, far, bins=64):
-    """Spec section 7 steps 3-4 with numpy: clamp, 64-bin histogram, exp(entropy), mean over images."""
-    scores = []
-    for d in depth.reshape(depth.shape[0], -1).double().numpy():
-        counts, _ = np.histogram(np.clip(d, near, far), bins=bins, range=(near, far))
-        p = counts / d.size
-        scores.append(math.exp(-np.sum(p * np.log(p + 1e-12))))
-    return float(np.mean(scores))
 
 @pytest.mark.parametrize('make_G', [tiny_eg3d_G, tiny_3dgp_G], ids=['eg3d', '3dgp'])
 def test_nfs_renders_256_depth_for_both_families(make_G, monkeypatch):
@@ -44,7 +35,7 @@ def test_nfs_renders_256_depth_for_both_families(make_G, monkeypatch):
     assert len(seen) == 1 and seen[0][0].shape == (2, 1, 256, 256)
     near, far = seen[0][1]
     assert (near, far) == (G.rendering_kwargs['ray_start'], G.rendering_kwargs['ray_end'])
-    assert nfs == pytest.approx(_ref_nfs(seen[0][0], near, far), rel=1e-5)
+    assert nfs == pytest.approx(ref_nfs(seen[0][0], near, far), rel=1e-5)
     assert G.neural_rendering_resolution == own_res and type(getattr(G, 'superresolution', None)) is own_sr
 
     if not gen_utils.learns_camera(G): # EG3D: exactly its own 256^2 render from the frontal camera, not a resize
