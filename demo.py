@@ -118,7 +118,8 @@ def train(outdir: str, cfg: str, data: str, kimg: float, resolution: int, batch:
 #----------------------------------------------------------------------------
 # Metrics: the registered metric functions with CPU-sized sample counts; FID uses the demo detector.
 
-def compute_metrics(pkl: str, data: str, num_fid: int = 512, num_depth: int = 128, num_nfs: int = 64) -> Dict[str, float]:
+def compute_metrics(pkl: str, data: str, num_fid: int = 512, num_depth: int = 128, num_nfs: int = 64,
+                    nfs_resolution: int = 256) -> Dict[str, float]:
     import legacy
     import calc_metrics
     import dnnlib
@@ -138,14 +139,15 @@ def compute_metrics(pkl: str, data: str, num_fid: int = 512, num_depth: int = 12
     res = {}
     t0 = time.time()
     res.update(camera_recovery.compute_camera_w1(opts(), num_gen=4096))
-    res['nfs'] = non_flatness.compute_nfs(opts(), num_gen=num_nfs, num_bins=64, cut_quantile=0.5)
+    res['nfs'] = non_flatness.compute_nfs(opts(), num_gen=num_nfs, num_bins=64, cut_quantile=0.5, resolution=nfs_resolution)
     res.update(depth_error.compute_depth_err(opts(), num_gen=num_depth))
     metric_utils.register_detector(name, lambda: metric_utils.TinyDetector(feature_dim=64, seed=0))
     try:
         res['fid_demo'] = frechet_inception_distance.compute_fid(opts(), max_real=None, num_gen=num_fid)
     finally:
         metric_utils.register_detector(name, None)
-    res['protocol'] = dict(camera_w1_num_gen=4096, nfs_num_gen=num_nfs, nfs_bins=64, depth_err_num_gen=num_depth,
+    res['protocol'] = dict(camera_w1_num_gen=4096, nfs_num_gen=num_nfs, nfs_bins=64, nfs_resolution=nfs_resolution,
+                           depth_err_num_gen=num_depth,
                            fid_demo_num_gen=num_fid, fid_demo_num_real='all', fid_demo_detector=DEMO_DETECTOR,
                            note='fid_demo is NOT the Inception FID: only comparable within this repository',
                            network=os.path.relpath(pkl), seconds=round(time.time() - t0, 1))
@@ -277,7 +279,8 @@ def run_demo(outdir: str, kimg: float, data_dir: str, num_images: int, resolutio
         print('Reusing metrics.json (newer than the snapshot)')
     else:
         s = metric_scale
-        metrics = compute_metrics(pkl, data, num_fid=max(int(512 * s), 8), num_depth=max(int(128 * s), 4), num_nfs=max(int(64 * s), 4))
+        metrics = compute_metrics(pkl, data, num_fid=max(int(512 * s), 8), num_depth=max(int(128 * s), 4), num_nfs=max(int(64 * s), 4),
+                                  nfs_resolution=resolution) # nfs256's 256^2 depth renders would take minutes on CPU
         write_json(mpath, metrics)
     print(json.dumps({k: v for k, v in metrics.items() if k in ('camera_w1', 'nfs', 'depth_err', 'fid_demo')}))
     info = dict(kimg=done, data=os.path.relpath(data), num_images=num_images, resolution=resolution, seconds=time.time() - t0,
