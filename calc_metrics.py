@@ -115,7 +115,7 @@ def calc_metrics(ctx, network_pkl, metrics, data, mirror, gpus, device, detector
     \b
     # 3DGP metrics on the synthetic set, with detectors stored offline.
     python calc_metrics.py --metrics=fid2k_full,nfs256,camera_w1,depth_err --network=network-snapshot-000400.pkl \\
-        --data=synthetic.zip --mirror=0 --detector-dir=~/detectors
+        --data=synthetic.zip --mirror=0 --detector-dir ~/detectors
 
     \b
     Available metrics: fid50k_full, kid50k_full, pr50k3_full, is50k, fid50k, kid50k, pr50k3 (EG3D/StyleGAN);
@@ -140,16 +140,16 @@ def calc_metrics(ctx, network_pkl, metrics, data, mirror, gpus, device, detector
     if detector_dir is not None and not os.path.isdir(detector_dir):
         ctx.fail(f'--detector-dir {detector_dir!r} is not a folder')
 
-    # Find (or download) the detectors here, before any work: with --gpus > 1 a worker would report a missing file
-    # as a torch.multiprocessing exception instead of this one-line error.
+    # Load network (once; spawned processes receive it pickled).
+    network_dict = load_network(network_pkl)
+    args.G = network_dict['G_ema'] # subclass of torch.nn.Module
+
+    # Find (or download) the detectors before any metric work (after the network, so a bad --network is reported
+    # first): with --gpus > 1 a worker would report a missing file as a multiprocessing exception, not this line.
     try:
         metric_utils.prepare_detectors(metric_main.detector_urls(args.metrics), detector_dir, verbose=verbose)
     except dnnlib.util.MissingWeightsError as err:
         raise click.ClickException(str(err))
-
-    # Load network (once; spawned processes receive it pickled).
-    network_dict = load_network(network_pkl)
-    args.G = network_dict['G_ema'] # subclass of torch.nn.Module
 
     # Initialize dataset options.
     if data is not None:

@@ -4,22 +4,22 @@ Examples:
 
 \b
 # ImageNet-style class-per-folder tree -> 256px zip with class labels, Depth Anything V2 depth, ResNet-50 embeddings
-python dataset_tool.py convert --source=~/imagenet/train --dest=~/datasets/imagenet-256.zip \\
-    --transform=center-crop --resolution=256 --depth=depth-anything --depth-weights=~/weights/da2-small \\
-    --embeddings=resnet50 --weights=~/weights/resnet50.safetensors --workers=8
+python dataset_tool.py convert --source ~/imagenet/train --dest ~/datasets/imagenet-256.zip \\
+    --transform=center-crop --resolution=256 --depth=depth-anything --depth-weights ~/weights/da2-small \\
+    --embeddings=resnet50 --weights ~/weights/resnet50.safetensors --workers=8
 
 \b
 # Plain EG3D conversion (folder + dataset.json with 25-float camera labels), no depth
-python dataset_tool.py convert --source=~/ffhq-raw --dest=~/datasets/ffhq-512.zip --resolution=512
+python dataset_tool.py convert --source ~/ffhq-raw --dest ~/datasets/ffhq-512.zip --resolution=512
 
 \b
 # Add depth or embeddings to an existing zip (images are copied byte for byte; rewritten atomically)
-python dataset_tool.py add-depth ~/datasets/ffhq-512.zip --depth=depth-anything-metric --depth-weights=~/w/da2-metric
-python dataset_tool.py add-embeddings ~/datasets/ffhq-512.zip --embeddings=resnet50 --weights=~/w/resnet50.safetensors
+python dataset_tool.py add-depth ~/datasets/ffhq-512.zip --depth=depth-anything-metric --depth-weights ~/w/da2-metric
+python dataset_tool.py add-embeddings ~/datasets/ffhq-512.zip --embeddings=resnet50 --weights ~/w/resnet50.safetensors
 
 \b
 # Synthetic RGB-D set with known cameras (10k images at 64px), then validate it
-python dataset_tool.py synthetic --dest=~/datasets/synthetic-64.zip
+python dataset_tool.py synthetic --dest ~/datasets/synthetic-64.zip
 python dataset_tool.py check ~/datasets/synthetic-64.zip
 """
 

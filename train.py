@@ -4,7 +4,7 @@ Examples:
 
 \b
 # Train FFHQ with camera conditioning on 8 GPUs (as EG3D).
-python train.py --outdir=~/training-runs --cfg=ffhq --data=~/datasets/FFHQ_512.zip \\
+python train.py --outdir ~/training-runs --cfg=ffhq --data ~/datasets/FFHQ_512.zip \\
   --gpus=8 --batch=32 --gamma=1 --gen_pose_cond=True
 
 \b

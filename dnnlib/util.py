@@ -300,14 +300,31 @@ def atomic_write(path: Union[str, os.PathLike], mode: str = 'wb', **open_kwargs)
 
 def append_jsonl(path: Union[str, os.PathLike], obj: dict) -> None:
     """Append one JSON line to a .jsonl file atomically (rewrite + rename via atomic_write), so a killed process
-    never leaves a torn line; a torn last line left by another tool is dropped. One writer per file (rank 0)."""
-    old = b''
-    if os.path.isfile(path):
-        with open(path, 'rb') as f:
-            old = f.read()
-        old = old[:old.rfind(b'\n') + 1]
-    with atomic_write(path, 'wb') as f:
-        f.write(old + (json.dumps(obj) + '\n').encode('utf-8'))
+    never leaves a torn line; a torn last line left by another tool is dropped. Writers in other processes (e.g.
+    calc_metrics.py on a run that is still training) are serialised by a lock on the folder (POSIX)."""
+    with _folder_lock(os.path.dirname(os.path.abspath(path))):
+        old = b''
+        if os.path.isfile(path):
+            with open(path, 'rb') as f:
+                old = f.read()
+            old = old[:old.rfind(b'\n') + 1]
+        with atomic_write(path, 'wb') as f:
+            f.write(old + (json.dumps(obj) + '\n').encode('utf-8'))
+
+@contextlib.contextmanager
+def _folder_lock(folder: str) -> Iterator[None]:
+    """Exclusive flock on a folder's descriptor for the duration of the block (no lock file to leave behind)."""
+    try:
+        import fcntl
+    except ImportError: # Windows: single-writer assumption
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd) # closing releases the lock
 
 #----------------------------------------------------------------------------
 # URLs and downloads.

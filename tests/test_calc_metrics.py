@@ -1,5 +1,7 @@
 """calc_metrics.py: a missing detector is one CLI error line for any --gpus, found before workers are spawned."""
 
+import os
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -25,8 +27,9 @@ def setup(tmp_path, monkeypatch):
     return write_pickle(tiny_3dgp_G(), tmp_path / 'net.pkl'), str(data), str(tmp_path / 'detectors')
 
 @pytest.mark.parametrize('with_dir', [True, False], ids=['detector-dir', 'offline-cache'])
-def test_missing_detector_same_error_for_one_and_two_gpus(setup, with_dir):
+def test_missing_detector_same_error_for_one_and_two_gpus(setup, with_dir, monkeypatch):
     pkl, data, detector_dir = setup
+    monkeypatch.setenv('EG3D_TRUST_PICKLES', '1') # the once-per-process pickle warning would differ between the calls
     outputs = []
     for gpus in (1, 2):
         args = ['--network', pkl, '--metrics', 'fid2k_full', '--data', data, '--gpus', str(gpus), '--device', 'cpu']
@@ -38,5 +41,12 @@ def test_missing_detector_same_error_for_one_and_two_gpus(setup, with_dir):
     assert len(error) == 1 and 'inception-2015-12-05.pkl' in error[0] and '--detector-dir' in error[0]
     assert (detector_dir in error[0]) == with_dir
     assert 'Traceback' not in outputs[0]
+
+def test_bad_network_reported_before_missing_detectors(setup, tmp_path):
+    _, data, _ = setup
+    os.makedirs(tmp_path / 'empty', exist_ok=True)
+    result = CliRunner().invoke(calc_metrics.calc_metrics, ['--network', str(tmp_path / 'nope.pkl'), '--metrics', 'fid2k_full',
+                                                            '--data', data, '--detector-dir', str(tmp_path / 'empty')])
+    assert result.exit_code == 1 and 'Cannot load --network' in result.output and 'inception' not in result.output
 
 #----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tests for dnnlib.util: EasyDict, formatting, name resolution, Logger, cache dirs, open_url, atomic_write."""
+"""Tests for dnnlib.util: EasyDict, formatting, name resolution, Logger, cache dirs, open_url, atomic_write, append_jsonl."""
 
 import functools
 import hashlib
@@ -120,6 +120,27 @@ def test_atomic_write(tmp_path):
     with pytest.raises(ValueError):
         with util.atomic_write(path, 'rb'):
             pass
+
+def _append_lines(path, writer, count):
+    for i in range(count):
+        util.append_jsonl(path, dict(writer=writer, i=i))
+
+def test_append_jsonl_drops_torn_line_and_serialises_writers(tmp_path):
+    import json, multiprocessing
+    path = str(tmp_path / 'metric-x.jsonl')
+    with open(path, 'wb') as f:
+        f.write(b'{"a": 1}\n{"torn": ')
+    util.append_jsonl(path, dict(b=2))
+    assert [json.loads(l) for l in open(path)] == [dict(a=1), dict(b=2)]
+    # A training run and calc_metrics.py may append to the same file: read-modify-rename must not lose lines.
+    procs = [multiprocessing.get_context('fork').Process(target=_append_lines, args=(path, k, 40)) for k in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    rows = [json.loads(l) for l in open(path)][2:]
+    assert sorted((r['writer'], r['i']) for r in rows) == [(k, i) for k in range(3) for i in range(40)]
+    assert sorted(os.listdir(tmp_path)) == ['metric-x.jsonl'] # no lock or temp files left
 
 #----------------------------------------------------------------------------
 
