@@ -233,12 +233,21 @@ class Renderer:
     @torch.no_grad()
     def export_mesh(self, p: dnnlib.EasyDict, resolution: int) -> str:
         """Density volume (.mrc) and marching-cubes mesh (.ply, automatic iso-level) of the current latent into
-        outdir; returns the absolute path of the .ply (the .mrc lies beside it)."""
+        outdir; returns the absolute path of the .ply (the .mrc lies beside it). Raises ValueError for a resolution
+        out of [8, 1024], and when the iso-level crosses no surface: the message names the .mrc written all the same,
+        to mesh at another level with shape_utils.py."""
         if not 8 <= int(resolution) <= 1024:
             raise ValueError(f'mesh resolution {resolution} is out of range [8, 1024]')
         _z, _c, ws = self._latent(p)
         stem = self._stem(p, f'mesh{int(resolution)}')
-        shape_utils.export_shape(self._require_G(), ws, int(resolution), None, stem)
+        try:
+            shape_utils.export_shape(self._require_G(), ws, int(resolution), None, stem)
+        except ValueError as err:
+            mrc = os.path.abspath(stem + '.mrc')
+            if not os.path.isfile(mrc): # failed before the volume was written: not about the iso-level
+                raise
+            raise ValueError(f'{err}. The density volume is saved as {mrc}: try another iso-level with '
+                             f'`python shape_utils.py {mrc} --level=<level>`') from err
         return os.path.abspath(stem + '.ply')
 
 #----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 runs every load, render and export (renders: latest request wins) while viser's event loop keeps serving the page."""
 
 import collections
+import errno
 import html
 import ipaddress
 import json
@@ -37,15 +38,46 @@ def is_loopback(host: str) -> bool:
     except ValueError:
         return False
 
-def check_bindable(host: str) -> None:
-    """Raise IOError unless this machine can listen on host. viser moves on to the next port after any bind error and
-    waits forever when the address itself is the problem, so the address is tried here first."""
+def check_bindable(host: str, port: int) -> int:
+    """The port that viser will bind: `port` or, when taken, the next free one (0: any free port). Raises IOError
+    when the address is not this machine's or every port from `port` to 65535 is taken: viser moves on to the next
+    port after any bind error and waits forever when the address itself is the problem or it runs past 65535."""
     try:
         family, kind, _proto, _name, addr = socket.getaddrinfo(host.strip('[]'), 0, type=socket.SOCK_STREAM)[0]
-        with socket.socket(family, kind) as sock:
-            sock.bind(addr)
     except OSError as err:
         raise IOError(f'cannot listen on {host}: {err}') from err
+    for attempt in range(port, 65536) if port else (0,):
+        with socket.socket(family, kind) as sock:
+            if os.name == 'posix': # as viser (asyncio) binds: a port held by no listening socket is free
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((addr[0], attempt) + tuple(addr[2:]))
+                return attempt
+            except OSError as err:
+                if err.errno != errno.EADDRINUSE:
+                    raise IOError(f'cannot listen on {host}: {err}') from err
+    raise IOError(f'cannot listen on {host}: every port from {port} to 65535 is taken')
+
+def start_viser(host: str, port: int, timeout: float, **kwargs: Any) -> viser.ViserServer:
+    """viser.ViserServer(host, port, **kwargs), or IOError when it has not started within `timeout` seconds: its
+    constructor waits, without a timeout, for a server thread that may have died."""
+    started: Dict[str, Any] = {}
+    def construct():
+        try:
+            started['server'] = viser.ViserServer(host=host, port=port, **kwargs)
+        except Exception as err: # pylint: disable=broad-except
+            started['error'] = err
+    thread = threading.Thread(target=construct, name='viz-viser-start', daemon=True) # a hung one never blocks exit
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise IOError(f'viser did not start listening on {host}:{port} within {timeout:g} s')
+    if 'error' in started:
+        raise IOError(f'cannot start viser on {host}:{port}: {started["error"]}') from started['error']
+    return started['server']
+
+def _tab_id(client: Optional[viser.ClientHandle]) -> Optional[int]:
+    return None if client is None else client.client_id
 
 def _html_line(text: str, color: str = 'inherit') -> str:
     """A line of text for the panel, escaped: paths and error messages are not HTML (nor markdown)."""
@@ -79,19 +111,25 @@ def letterbox(img: np.ndarray, width: int, height: int) -> np.ndarray:
 # The render worker: the only thread that touches the generator, so viser's threads never block on torch.
 
 class Ticket:
-    """One unit of work for the worker; `done` is set when it ran, failed or was superseded."""
-    def __init__(self, fn: Callable[[], Any]):
-        self.fn, self.done = fn, threading.Event()
+    """One unit of work for the worker; `done` is set when it ran, failed or was superseded (dropped unrun). `owner`
+    is the browser tab that asked for it (None: no tab), the one told when it fails."""
+    def __init__(self, fn: Callable[[], Any], owner: Optional[Hashable] = None):
+        self.fn, self.owner, self.done = fn, owner, threading.Event()
         self.result: Any = None
         self.error: Optional[BaseException] = None
         self.superseded = False
 
+    def drop(self) -> None:
+        self.superseded = True
+        self.done.set()
+
 class RenderWorker:
     """Jobs (load, save, export) run in FIFO order, before renders. Renders are latest-request-wins per key (one key
     per browser tab): a render still waiting when a newer one with its key arrives is dropped (marked superseded), so
-    a slow render never builds a backlog. Errors go to `on_error` (the page) and the log; the worker survives them."""
+    a slow render never builds a backlog. Errors go to `on_error(error, owner)` (the page) and the log; the worker
+    survives them."""
 
-    def __init__(self, on_error: Callable[[BaseException], None] = lambda err: None):
+    def __init__(self, on_error: Callable[[BaseException, Optional[Hashable]], None] = lambda err, owner: None):
         self.on_error = on_error
         self._cv = threading.Condition()
         self._jobs: collections.deque = collections.deque()
@@ -101,17 +139,19 @@ class RenderWorker:
         self._thread = threading.Thread(target=self._run, name='viz-render-worker', daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[[], Any], key: Optional[Hashable] = None) -> Ticket:
-        """Queue fn: a job when key is None, else the render for key (replacing a waiting one)."""
-        ticket = Ticket(fn)
+    def submit(self, fn: Callable[[], Any], key: Optional[Hashable] = None, owner: Optional[Hashable] = None) -> Ticket:
+        """Queue fn: a job when key is None, else the render for key (replacing a waiting one). `owner` (default: key)
+        is the tab to tell about an error. After stop() the ticket comes back already dropped."""
+        ticket = Ticket(fn, owner=key if owner is None else owner)
         with self._cv:
-            if key is None:
+            if self._stop:
+                ticket.drop()
+            elif key is None:
                 self._jobs.append(ticket)
             else:
                 stale = self._renders.pop(key, None)
                 if stale is not None:
-                    stale.superseded = True
-                    stale.done.set()
+                    stale.drop()
                 self._renders[key] = ticket
             self._cv.notify()
         return ticket
@@ -137,18 +177,26 @@ class RenderWorker:
                 else:
                     logger.error('render worker: %s', ''.join(traceback.format_exception(err)))
                 try:
-                    self.on_error(err)
+                    self.on_error(err, ticket.owner)
                 except Exception: # pylint: disable=broad-except
                     logger.exception('cannot report an error to the page')
             finally:
                 self.busy = False
                 ticket.done.set()
 
-    def stop(self) -> None:
+    def stop(self, timeout: Optional[float] = 60) -> bool:
+        """Drop every waiting ticket (superseded, done: nobody waits on them forever), let the running one finish and
+        end the thread. Returns False when it is still running after `timeout` seconds (None: wait as long as it
+        takes); the thread is a daemon, so it never keeps the process alive."""
         with self._cv:
             self._stop = True
+            for ticket in list(self._jobs) + list(self._renders.values()):
+                ticket.drop()
+            self._jobs.clear()
+            self._renders.clear()
             self._cv.notify()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
 #----------------------------------------------------------------------------
 
@@ -157,12 +205,15 @@ class ViewerServer:
     loads `network` in the background. Every connected tab renders from its own camera, with the shared controls."""
 
     def __init__(self, network: Optional[str] = None, host: str = '127.0.0.1', port: int = 8080, device: str = 'cpu',
-                 outdir: str = 'viewer_out', verbose: bool = False):
+                 outdir: str = 'viewer_out', verbose: bool = False, start_timeout: float = 60):
         self.network, self.host, self.port, self.verbose = network, host, port, verbose
+        self.start_timeout = start_timeout
         self.renderer = Renderer(device=device, outdir=outdir)
         self.worker: Optional[RenderWorker] = None
         self.viser: Optional[viser.ViserServer] = None
-        self.frames: Dict[int, Dict[str, Any]] = {} # latest frame shown in each tab (client id), for the tests
+        self.frames: Dict[int, Dict[str, Any]] = {} # latest frame shown in each open tab (client id), for the tests
+        self._tabs_lock = threading.Lock() # per-tab state written by the worker vs. the tab closing
+        self._notified: Dict[int, str] = {} # last error notification of each tab, not to repeat it back-to-back
         self._load_state: Dict[str, Any] = dict(status='empty', error=None, network=None)
         self._load_ticket: Optional[Ticket] = None
 
@@ -172,8 +223,10 @@ class ViewerServer:
         return f'http://{host}:{self.port}/'
 
     def start(self) -> str:
-        check_bindable(self.host)
-        self.viser = viser.ViserServer(host=self.host, port=self.port, label='EG3D / 3DGP viewer', verbose=self.verbose)
+        """Listen, build the page and start loading `network` (in the background: see wait_loaded()); returns the
+        URL. Raises IOError when the address cannot be bound or viser has not started within start_timeout seconds."""
+        port = check_bindable(self.host, self.port)
+        self.viser = start_viser(self.host, port, self.start_timeout, label='EG3D / 3DGP viewer', verbose=self.verbose)
         self.port = self.viser.get_port()
         # No share button: viser's share link tunnels the page through an outside server.
         self.viser.gui.configure_theme(dark_mode=True, show_share_button=False, control_width='medium')
@@ -181,14 +234,16 @@ class ViewerServer:
         self.viser.scene.set_up_direction('+y') # EG3D's world: +y up, faces look along -z
         self._build_gui()
         self.viser.on_client_connect(self._on_connect)
+        self.viser.on_client_disconnect(self._on_disconnect)
         self.worker = RenderWorker(on_error=self._show_error)
         if self.network:
             self.load(self.network)
         return self.url
 
     def close(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()
+        """Stop the render worker (waiting tickets are dropped, the running one finishes), then the web server."""
+        if self.worker is not None and not self.worker.stop():
+            logger.warning('the render worker is still busy; stopping the web server all the same')
         if self.viser is not None:
             self.viser.stop()
 
@@ -225,7 +280,7 @@ class ViewerServer:
             handle.on_update(lambda _event: self.request_all())
         self.gui_fov.on_update(lambda _event: self._set_fov(self.gui_fov.value))
         self.gui_reset.on_click(lambda _event: self.reset_cameras())
-        self.gui_load.on_click(lambda _event: self.load(self.gui_network.value.strip()))
+        self.gui_load.on_click(lambda event: self.load(self.gui_network.value.strip(), event.client))
         self.gui_save.on_click(lambda event: self.save_image(event.client))
         self.gui_export.on_click(lambda event: self.export_mesh(event.client))
 
@@ -233,17 +288,28 @@ class ViewerServer:
         client.camera.on_update(lambda camera: self.request_render(camera.client))
         self.request_render(client)
 
+    def _on_disconnect(self, client: viser.ClientHandle) -> None:
+        with self._tabs_lock: # viser has already removed the tab: no frame for it gets stored after this
+            self.frames.pop(client.client_id, None)
+            self._notified.pop(client.client_id, None)
+
     def _set_status(self, text: str) -> None:
         self.gui_status.content = _html_line(text)
 
     def _set_message(self, text: str, error: bool = False) -> None:
         self.gui_message.content = _html_line(text, '#ff7b72' if error else 'inherit') if text else ''
 
-    def _show_error(self, err: BaseException) -> None:
+    def _show_error(self, err: BaseException, owner: Optional[Hashable]) -> None:
+        """An error in the panel, and as a notification in the tab whose request failed (owner: its client id) unless
+        that tab was just shown the same message: a failing render fails again on every camera move."""
         msg = str(err) or type(err).__name__
         self._set_message(msg, error=True)
-        for client in self._clients().values():
-            client.add_notification('Error', msg, color='red', auto_close_seconds=10)
+        with self._tabs_lock:
+            client = self._clients().get(owner) if owner is not None else None
+            if client is None or self._notified.get(owner) == msg:
+                return
+            self._notified[owner] = msg
+        client.add_notification('Error', msg, color='red', auto_close_seconds=10)
 
     def _clients(self) -> Dict[int, viser.ClientHandle]:
         return self.viser.get_clients() if self.viser is not None else {}
@@ -251,15 +317,18 @@ class ViewerServer:
     #------------------------------------------------------------------------
     # Rendering.
 
-    def params(self, client: Optional[viser.ClientHandle] = None) -> dnnlib.EasyDict:
-        """Render parameters from the controls and the tab's camera (None: the generator's frontal camera)."""
+    def params(self, client: Optional[viser.ClientHandle] = None) -> Tuple[dnnlib.EasyDict, Tuple[int, int]]:
+        """(render parameters, canvas (width, height)) from the controls and the tab's camera, read once so that the
+        pose and the canvas size belong together (client None: the generator's frontal camera, canvas (0, 0))."""
         d = dict(seed=self.gui_seed.value, psi=self.gui_psi.value, nrr=self.gui_nrr.value,
                  camera=CAMERAS[self.gui_camera.value], view=VIEWS[self.gui_view.value],
                  class_idx=None if self.gui_class.value == RANDOM_CLASS else int(self.gui_class.value))
+        canvas = (0, 0)
         if client is not None:
             cam = client.camera
-            d['pose'], d['focal'] = camera_pose(cam.wxyz, cam.position, cam.fov, cam.image_width, cam.image_height)
-        return parse_params(d)
+            canvas = (cam.image_width, cam.image_height)
+            d['pose'], d['focal'] = camera_pose(cam.wxyz, cam.position, cam.fov, *canvas)
+        return parse_params(d), canvas
 
     def request_render(self, client: viser.ClientHandle) -> Optional[Ticket]:
         """Queue a frame for one tab; the parameters are read when it runs, so a dropped request loses nothing."""
@@ -268,17 +337,20 @@ class ViewerServer:
         return self.worker.submit(lambda: self._render_for(client), key=client.client_id)
 
     def request_all(self) -> None:
+        """Queue a frame for every open tab (after a change to the shared controls)."""
         for client in self._clients().values():
             self.request_render(client)
 
     def _render_for(self, client: viser.ClientHandle) -> None:
         if client.client_id not in self._clients(): # the tab closed while the request waited
             return
-        p = self.params(client)
+        p, canvas = self.params(client)
         result = self.renderer.render(p)
-        cam = client.camera
-        client.scene.set_background_image(letterbox(result['image'], cam.image_width, cam.image_height), format='png')
-        self.frames[client.client_id] = dict(result, params=p)
+        client.scene.set_background_image(letterbox(result['image'], *canvas), format='png')
+        with self._tabs_lock:
+            if client.client_id in self._clients():
+                self.frames[client.client_id] = dict(result, params=p)
+            self._notified.pop(client.client_id, None) # it renders again: a new failure is news
         h, w = result['image'].shape[:2]
         status = f'seed {p.seed}, {w}x{h}, {result["ms"]} ms'
         if p.camera != 'orbit': # sampled cameras, in 3DGP's convention (yaw about +y, pitch = polar angle)
@@ -319,7 +391,9 @@ class ViewerServer:
     #------------------------------------------------------------------------
     # Loading and exports (jobs: never dropped, run in order).
 
-    def load(self, path: str) -> Ticket:
+    def load(self, path: str, client: Optional[viser.ClientHandle] = None) -> Ticket:
+        """Queue loading a network (.pkl or .safetensors); on failure the previous one stays loaded, the error shows
+        in the panel (and in `client`'s tab, the one that asked) and the ticket's error is an IOError."""
         self._load_state = dict(status='loading', error=None, network=path)
         self._set_status(f'Loading {path}...')
         self._set_message('')
@@ -336,7 +410,7 @@ class ViewerServer:
             self._load_state = dict(status='ready', error=None, network=path)
             self._on_loaded(info)
             return info
-        self._load_ticket = self.worker.submit(job)
+        self._load_ticket = self.worker.submit(job, owner=_tab_id(client))
         return self._load_ticket
 
     def _on_loaded(self, info: Dict[str, Any]) -> None:
@@ -355,6 +429,8 @@ class ViewerServer:
         self.request_all()
 
     def wait_loaded(self, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Wait (at most `timeout` seconds; None: until it ends, which close() also ensures) for the latest load, then
+        return info()."""
         if self._load_ticket is not None:
             self._load_ticket.done.wait(timeout)
         return self.info()
@@ -370,19 +446,23 @@ class ViewerServer:
     def _export(self, client: Optional[viser.ClientHandle], what: str, fn: Callable[[dnnlib.EasyDict], str]) -> Ticket:
         """Run an export job: write into --outdir, then offer the file to the tab that asked as a browser download."""
         def job():
-            path = fn(self.params(client))
+            path = fn(self.params(client)[0])
             logger.info('%s: wrote %s', what, path)
             self._set_status(f'{what}: saved {path}')
             if client is not None:
                 with open(path, 'rb') as f:
                     client.send_file_download(os.path.basename(path), f.read(), save_immediately=True)
             return path
-        return self.worker.submit(job)
+        return self.worker.submit(job, owner=_tab_id(client))
 
     def save_image(self, client: Optional[viser.ClientHandle] = None) -> Ticket:
+        """Queue saving the frame of `client`'s camera (None: the frontal camera) as PNG into --outdir, downloaded by
+        that tab; the ticket's result is the file's absolute path."""
         return self._export(client, 'Save image', self.renderer.save_image)
 
     def export_mesh(self, client: Optional[viser.ClientHandle] = None) -> Ticket:
+        """Queue exporting the current latent's density volume (.mrc) and mesh (.ply) at the page's mesh resolution
+        into --outdir, the .ply downloaded by `client`'s tab; the ticket's result is the .ply's absolute path."""
         return self._export(client, 'Export mesh', lambda p: self.renderer.export_mesh(p, int(self.gui_mesh_res.value)))
 
 #----------------------------------------------------------------------------

@@ -3,17 +3,22 @@ frames that match G, exports files, loads pickles and .safetensors, and shows er
 
 import math
 import os
+import queue
+import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
+import viser
 import viser.transforms
 
+import gen_utils
 import shape_utils
 from viz.renderer import parse_params
 from tests._tiny_generators import tiny_eg3d_G
@@ -47,6 +52,33 @@ def browser_camera(position=(0, 0, 2.7), look_at=(0, 0, 0.2), focal=EG3D_FOCAL, 
 def http_get(url):
     with urllib.request.urlopen(url, timeout=30) as r:
         return r.status, r.read()
+
+def viewer_process(cwd, *args):
+    """`viewer.py args` on the CPU, and a queue of its output lines (None at the end) filled by a thread: readline()
+    has no timeout of its own."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.Popen([sys.executable, os.path.join(root, 'viewer.py'), '--device', 'cpu', *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=str(cwd))
+    lines = queue.Queue()
+    def read():
+        for line in iter(proc.stdout.readline, ''):
+            lines.put(line)
+        lines.put(None)
+    threading.Thread(target=read, daemon=True).start()
+    return proc, lines
+
+def read_until(lines, done, timeout=60):
+    """Output from the queue until done(output so far) or its end; fails after `timeout` seconds."""
+    text, deadline = '', time.monotonic() + timeout
+    while not done(text):
+        try:
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0))
+        except queue.Empty:
+            pytest.fail(f'timed out waiting for viewer.py, which wrote:\n{text}')
+        if line is None:
+            break
+        text += line
+    return text
 
 #----------------------------------------------------------------------------
 
@@ -143,6 +175,14 @@ def test_save_image_and_export_mesh(viewer):
     finally:
         viewer.gui_seed.value, viewer.gui_mesh_res.value = 0, 128
 
+def test_export_mesh_without_surface_names_the_volume(viewer, monkeypatch):
+    """A flat density volume: the automatic iso-level crosses no surface; the message says where the .mrc went."""
+    monkeypatch.setattr(gen_utils, 'sample_density_volume', lambda G, ws, res: (np.ones((res,) * 3), 1 / res, -0.5))
+    with pytest.raises(ValueError, match=r'no surface.*saved as .*\.mrc: try another iso-level') as err:
+        run(viewer, lambda: viewer.renderer.export_mesh(parse_params(dict(seed=2)), 16))
+    mrc = str(err.value).split('saved as ')[1].split(': try')[0]
+    assert shape_utils.read_mrc(mrc).shape == (16, 16, 16)
+
 def test_bad_params_are_clear_errors(viewer):
     for params, word in [(dict(view='normals'), 'view'), (dict(seed=-1), 'seed'), (dict(psi='abc'), 'psi'),
                          (dict(nrr=2), 'nrr'), (dict(pose=[0] * 15, focal=1), 'pose'), (dict(pose=[0] * 16), 'focal')]:
@@ -153,6 +193,41 @@ def test_bad_params_are_clear_errors(viewer):
     assert is_loopback('127.0.0.1') and is_loopback('localhost') and is_loopback('::1') and not is_loopback('0.0.0.0')
     with pytest.raises(IOError, match='cannot listen on'): # an address of no interface here (TEST-NET-3): no traffic
         ViewerServer(host='203.0.113.7', port=0).start()
+
+def test_start_never_hangs(monkeypatch):
+    """viser moves on from a taken port 65535 to 65536 and hangs: refused first. A start that hangs anyway times out."""
+    with socket.socket() as taken:
+        try:
+            taken.bind(('127.0.0.1', 65535))
+            taken.listen()
+        except OSError:
+            pass # someone else holds it: taken all the same
+        with pytest.raises(IOError, match='every port from 65535 to 65535 is taken'):
+            ViewerServer(port=65535).start()
+    release = threading.Event()
+    monkeypatch.setattr(viser, 'ViserServer', lambda **kwargs: release.wait(60))
+    try:
+        with pytest.raises(IOError, match='did not start listening on 127.0.0.1:0 within 0.5 s'):
+            ViewerServer(port=0, start_timeout=0.5).start()
+    finally:
+        release.set()
+
+def test_errors_notify_only_the_failing_tab(viewer, monkeypatch):
+    class Tab:
+        def __init__(self, client_id):
+            self.client_id, self.notes = client_id, []
+        def add_notification(self, title, body, **kwargs):
+            self.notes.append(body)
+    tabs = {1: Tab(1), 2: Tab(2)}
+    monkeypatch.setattr(viewer, '_clients', lambda: tabs)
+    try:
+        for owner, msg in [(1, 'bad A'), (1, 'bad A'), (1, 'bad B'), (1, 'bad A'), (None, 'bad C')]:
+            ticket = viewer.worker.submit(lambda msg=msg: int(msg), owner=owner)
+            assert ticket.done.wait(30) and isinstance(ticket.error, ValueError)
+        assert [n.split(': ')[-1] for n in tabs[1].notes] == ["'bad A'", "'bad B'", "'bad A'"] and tabs[2].notes == []
+        assert 'bad C' in viewer.gui_message.content # no tab asked: the panel only
+    finally:
+        viewer._set_message('') # pylint: disable=protected-access
 
 def test_slow_render_does_not_block_the_page(viewer):
     started, release = threading.Event(), threading.Event()
@@ -170,7 +245,7 @@ def test_slow_render_does_not_block_the_page(viewer):
 
 def test_worker_latest_request_wins():
     errors = []
-    worker = RenderWorker(on_error=errors.append)
+    worker = RenderWorker(on_error=lambda err, owner: errors.append((err, owner)))
     try:
         gate, ran = threading.Event(), []
         worker.submit(gate.wait)
@@ -182,12 +257,30 @@ def test_worker_latest_request_wins():
         gate.set()
         assert tickets[2].done.wait(5) and job.done.wait(5) and other.done.wait(5)
         assert ran == ['job', 2, 'tab1'] and tickets[2].result == 2
-        boom = worker.submit(lambda: 1 / 0)
-        boom.done.wait(5)
-        assert isinstance(boom.error, ZeroDivisionError) and errors == [boom.error] # shown in the page
+        boom, boom_tab = worker.submit(lambda: 1 / 0), worker.submit(lambda: 1 / 0, key='tab3')
+        assert boom.done.wait(5) and boom_tab.done.wait(5) and isinstance(boom.error, ZeroDivisionError)
+        assert errors == [(boom.error, None), (boom_tab.error, 'tab3')] # shown in the page (the tab that asked)
         assert worker.submit(lambda: 7).done.wait(5) # still alive
     finally:
         worker.stop()
+
+def test_worker_stop_drops_waiting_tickets():
+    worker = RenderWorker()
+    started, gate, ran = threading.Event(), threading.Event(), []
+    running = worker.submit(lambda: started.set() or gate.wait(30))
+    assert started.wait(30)
+    waiting = [worker.submit(lambda: ran.append('job')), worker.submit(lambda: ran.append('render'), key='tab0')]
+    stopper = threading.Thread(target=worker.stop)
+    stopper.start()
+    try:
+        assert all(t.done.wait(30) and t.superseded for t in waiting) # nobody waits on them forever
+        assert not running.done.is_set() # the running one finishes first
+    finally:
+        gate.set()
+    stopper.join(30)
+    assert not stopper.is_alive() and running.done.is_set() and running.result is True and ran == []
+    late = worker.submit(lambda: ran.append('late'))
+    assert late.done.is_set() and late.superseded and ran == []
 
 def test_bad_network_paths_3dgp_and_safetensors(gp_pkl, safetensors_files, tmp_path):
     server = ViewerServer(network=str(tmp_path / 'missing.pkl'), port=0, outdir=str(tmp_path / 'out'))
@@ -244,21 +337,33 @@ def test_safetensors_renders_like_the_pickle(viewer, eg3d_pkl, safetensors_files
 
 def test_cli_bad_network_serves_the_error(tmp_path):
     """`viewer.py --network=<missing>` keeps serving the page and logs the error."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    proc = subprocess.Popen([sys.executable, os.path.join(root, 'viewer.py'), '--network', str(tmp_path / 'nope.pkl'),
-                             '--port', '0', '--device', 'cpu', '--outdir', str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=str(tmp_path))
+    proc, lines = viewer_process(tmp_path, '--network', str(tmp_path / 'nope.pkl'), '--port', '0',
+                                 '--outdir', str(tmp_path))
     try:
-        lines = []
-        while not all(any(s in line for line in lines) for s in ('Cannot load network', 'Viewer running at')):
-            lines.append(proc.stdout.readline())
-            assert lines[-1] or proc.poll() is None, 'viewer.py exited early:\n' + ''.join(lines)
-        url = next(line for line in lines if 'Viewer running at' in line).split('Viewer running at ')[1].split()[0]
+        out = read_until(lines, lambda text: 'Cannot load network' in text and 'Viewer running at' in text)
+        assert 'Viewer running at' in out and proc.poll() is None, 'viewer.py exited early:\n' + out
+        url = out.split('Viewer running at ')[1].split()[0]
         assert url.startswith('http://127.0.0.1:')
         assert http_get(url)[0] == 200 and proc.poll() is None # still serving
     finally:
         proc.terminate()
-        out = ''.join(lines) + proc.communicate(timeout=20)[0]
+        proc.wait(20)
+    out += read_until(lines, lambda text: False)
     assert 'nope.pkl' in out and 'no such file' in out
+
+def test_cli_last_port_taken_exits_with_a_message(tmp_path):
+    with socket.socket() as taken:
+        try:
+            taken.bind(('127.0.0.1', 65535))
+            taken.listen()
+        except OSError:
+            pass # someone else holds it: taken all the same
+        proc, lines = viewer_process(tmp_path, '--port', '65535', '--outdir', str(tmp_path))
+        try:
+            out = read_until(lines, lambda text: False)
+            assert proc.wait(30) != 0
+        finally:
+            proc.kill()
+    assert 'cannot listen on 127.0.0.1: every port from 65535 to 65535 is taken' in out and 'running at' not in out
 
 #----------------------------------------------------------------------------
