@@ -41,7 +41,7 @@ def _resume_kind(opts: dnnlib.EasyDict) -> tuple:
             raise click.BadParameter(f'{opts.resume}: no such file', param_hint='--resume')
         import legacy
         try:  # fail now, not after a new run dir was created; a pickle (local or downloaded) warns as in the other tools
-            legacy.load_network(opts.resume)
+            legacy.load_network(opts.resume, adapt=False)
         except (IOError, ValueError) as err:
             raise click.BadParameter(str(err), param_hint='--resume')
     path = opts.resume
@@ -128,6 +128,7 @@ class Hyphenated(click.Option):
         super().__init__(list(param_decls) + [d.replace('_', '-') for d in param_decls if d.startswith('--')], **kwargs)
 
     def get_help_record(self, ctx):
+        """Help line under the first (EG3D) spelling only, noting the hyphenated alias."""
         names, text = super().get_help_record(ctx)
         for alias in self.opts[1:]:
             names = names.replace(f', {alias}', '')

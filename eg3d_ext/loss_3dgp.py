@@ -21,10 +21,11 @@ def sample_patch_params(batch_size: int, beta: float, min_scale: float, max_scal
     """[N, 3] = (scale, offset_x, offset_y): s = min + (max-min) Beta(alpha, beta), o ~ U[0, 1-s]; one draw per
     group of `group_size` CONSECUTIVE samples (3DGP; D's mbstd groups are strided, so they mix geometries)."""
     num_groups = -(-batch_size // group_size)
-    # Drawn on the device (a CPU draw copied over would sync every step); torch.full instead of torch.tensor, which
-    # copies from the host, and no argument validation, which reads a device flag on the host.
-    concentration = [torch.full([], float(v), device=device) for v in (alpha, beta)]
-    u = torch.distributions.Beta(*concentration, validate_args=False).sample([num_groups])
+    # Drawn on the CPU (the same random stream as always), then copied without a sync: a plain host->device copy
+    # waits for the GPU, a non-blocking copy from pinned memory does not.
+    u = torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(beta))).sample([num_groups])
+    if torch.device(device).type == 'cuda':
+        u = u.pin_memory().to(device, non_blocking=True)
     s = min_scale + (max_scale - min_scale) * u.clamp(0, 1)
     o = torch.rand([num_groups, 2], device=device) * (1 - s[:, None])
     params = torch.cat([s[:, None], o], dim=1)

@@ -22,7 +22,7 @@ _REQUIRED = ('format', 'version', 'cur_nimg', 'cur_tick', 'batch_idx', 'num_gpus
 # Keys of training_options.json that may change when a run is continued (everything else must match).
 VOLATILE_KEYS = ('run_dir', 'total_kimg', 'metrics', 'image_snapshot_ticks', 'network_snapshot_ticks', 'data_loader_kwargs',
                  'cudnn_benchmark', 'batch_gpu', 'resume_state', 'checkpoint_ticks', 'keep_checkpoints', 'guard_kwargs',
-                 'write_safetensors', 'detector_dir', 'torch_compile')
+                 'write_safetensors', 'detector_dir', 'torch_compile', 'amp')
 
 #----------------------------------------------------------------------------
 # Names, listing, test hook.

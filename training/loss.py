@@ -41,11 +41,11 @@ class FastNetwork:
     written through. It is not a Module: the loop's snapshots, EMA and optimizers see only the plain networks, so no
     compiled wrapper ever reaches a pickle."""
 
-    def __init__(self, module: torch.nn.Module, methods: Sequence[str] = (), compile: bool = False,
+    def __init__(self, module: torch.nn.Module, methods: Sequence[str] = (), use_compile: bool = False,
                  amp: Optional[str] = None, device_type: str = 'cpu'):
         calls = {name: getattr(module, name) for name in methods}
         calls['__call__'] = module
-        if compile:
+        if use_compile:
             calls = {name: torch.compile(fn) for name, fn in calls.items()}
         object.__setattr__(self, '_module', module)
         object.__setattr__(self, '_calls', calls)
@@ -81,14 +81,14 @@ class Loss:
     def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg, **extras):  # to be overridden by subclass
         raise NotImplementedError()
 
-    def enable_fast_paths(self, compile: bool = False, amp: Optional[str] = None) -> None:
+    def enable_fast_paths(self, use_compile: bool = False, amp: Optional[str] = None) -> None:
         """Route the loss's G/D forward passes through torch.compile and/or bf16 autocast (--compile, --amp)."""
         if amp is not None and amp not in AMP_DTYPES:
             raise ValueError(f'amp must be one of {sorted(AMP_DTYPES)} or None, got {amp!r}')
-        if compile or amp is not None:
+        if use_compile or amp is not None:
             device_type = torch.device(self.device).type
-            self.G = FastNetwork(self.G, self.G_methods, compile, amp, device_type)
-            self.D = FastNetwork(self.D, (), compile, amp, device_type)
+            self.G = FastNetwork(self.G, self.G_methods, use_compile, amp, device_type)
+            self.D = FastNetwork(self.D, (), use_compile, amp, device_type)
 
 #----------------------------------------------------------------------------
 
@@ -233,8 +233,8 @@ class StyleGAN2Loss(Loss):
             loss.mul(gain).backward()
         elif reg_type in ('monotonic-detach', 'monotonic-fixed'):
             # Density should not decrease when stepping one voxel (of a 256 grid) further along -z ("behind").
-            step = torch.zeros([3], device=ws.device)  # filled on the device: torch.tensor(..., device) would sync
-            step[2] = -(1 / 256) * rk['box_warp']
+            step = torch.zeros([3], device=ws.device)  # filled on the device: torch.tensor(..., device) would sync,
+            step[2:].fill_(-(1 / 256) * rk['box_warp']) # and so would item assignment (a host->device copy)
             s0, s1 = sigma_pair(2000, lambda x: step)
             s0_ = s0.detach() if reg_type == 'monotonic-detach' else s0
             monotonic_loss = torch.relu(s0_ - s1).mean() * 10

@@ -178,7 +178,7 @@ class MappingNetwork(torch.nn.Module):
         # Track the W average (the only state a forward pass may change, and only when asked to).
         if update_emas and self.num_ws is not None and self.w_avg_beta is not None:
             with torch.autograd.profiler.record_function('update_w_avg'):
-                self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+                self.w_avg.copy_(x.detach().mean(dim=0).to(self.w_avg.dtype).lerp(self.w_avg, self.w_avg_beta)) # bf16 x under --amp
 
         if self.num_ws is not None:
             with torch.autograd.profiler.record_function('broadcast'):
@@ -188,9 +188,9 @@ class MappingNetwork(torch.nn.Module):
             with torch.autograd.profiler.record_function('truncate'):
                 assert self.w_avg_beta is not None
                 if self.num_ws is None or truncation_cutoff is None:
-                    x = self.w_avg.lerp(x, truncation_psi)
+                    x = self.w_avg.lerp(x.to(self.w_avg.dtype), truncation_psi)
                 else:
-                    x[:, :truncation_cutoff] = self.w_avg.lerp(x[:, :truncation_cutoff], truncation_psi)
+                    x[:, :truncation_cutoff] = self.w_avg.lerp(x[:, :truncation_cutoff].to(self.w_avg.dtype), truncation_psi)
         return x
 
     def extra_repr(self):

@@ -110,6 +110,7 @@ class SuperresolutionHybrid2X(torch.nn.Module):
 
 @persistence.persistent_class
 class SuperresolutionHybrid2XAnyRes(torch.nn.Module):
+    """EG3D's 2X hybrid super-resolution for any img_resolution (input = img_resolution / 2), e.g. 32 or 64 px."""
     def __init__(self, channels, img_resolution, sr_num_fp16_res, sr_antialias,
             num_fp16_res=4, conv_clamp=None, channel_base=None, channel_max=None, # ignored, as in EG3D
             **block_kwargs):

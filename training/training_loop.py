@@ -56,6 +56,7 @@ class PhaseTimer:
 
     @contextlib.contextmanager
     def __call__(self, name: str):
+        """Context manager timing one phase `name` (CUDA events on a GPU, read at the tick; wall time on a CPU)."""
         if self.on_cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -188,9 +189,12 @@ def training_loop(
     # Resume from existing pickle (EG3D semantics: weights only).
     if (resume_pkl is not None) and (ckpt is None) and (rank == 0):
         print(f'Resuming from "{resume_pkl}"')
-        resume_data = legacy.load_network(resume_pkl, trusted=True)  # the user named this file on the command line
+        resume_data = legacy.load_network(resume_pkl, trusted=True, adapt=False)  # named on the command line; raw networks
         for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
             if resume_data.get(name) is not None:
+                shared = set(dict(misc.named_params_and_buffers(resume_data[name]))) & set(dict(misc.named_params_and_buffers(module)))
+                if not shared:
+                    print(f'Warning: --resume: {name} in {resume_pkl} shares no tensor names with this {name}; nothing copied')
                 misc.copy_params_and_buffers(resume_data[name], module, require_all=False)
 
     # Print network summary tables.
@@ -227,7 +231,7 @@ def training_loop(
     if torch_compile or amp is not None:
         if not hasattr(loss, 'enable_fast_paths'):
             raise ValueError(f'{type(loss).__name__} does not support --compile/--amp (no enable_fast_paths)')
-        loss.enable_fast_paths(compile=torch_compile, amp=amp)
+        loss.enable_fast_paths(use_compile=torch_compile, amp=amp)
     phases, optimizers = setup_phases([('G', G, G_opt_kwargs, G_reg_interval), ('D', D, D_opt_kwargs, D_reg_interval)])
     base_lrs = {name: [group['lr'] for group in opt.param_groups] for name, opt in optimizers.items()}
     base_gamma = getattr(loss, 'r1_gamma', None)

@@ -63,8 +63,10 @@ class ConfigPrior:
     def __init__(self, cfg: Any):
         self.cfg = cfg
     def sample(self, batch_size: int, device: Any = None) -> torch.Tensor:
+        """[N, 9] camera params drawn from the pickle's camera config (3DGP's own sampler)."""
         return group_to_params(sample_camera_params(self.cfg, batch_size, device or 'cpu'))
     def to_c25(self, params: torch.Tensor) -> torch.Tensor:
+        """Camera params -> EG3D's 25-d labels."""
         return camera.params_to_c25(params)
 
 class EpigrafPrior(ConfigPrior):
@@ -133,10 +135,12 @@ class LegacyGenerator(torch.nn.Module):
 
     @property
     def depth_adaptor(self) -> Optional[torch.nn.Module]:
+        """The pickle's depth adaptor, or None (EpiGRAF)."""
         return getattr(self.G.synthesis, 'depth_adaptor', None)
 
     def mapping(self, z: torch.Tensor, c: Optional[torch.Tensor], truncation_psi: float = 1,
                 truncation_cutoff: Optional[int] = None, update_emas: bool = False) -> torch.Tensor:
+        """z, c (None: zeros) -> ws through the pickle's mapping network."""
         if c is None:
             c = torch.zeros([z.shape[0], self.c_dim], device=z.device)
         return self.G.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,

@@ -77,7 +77,7 @@ def test_host_malloc_tune_and_restore():
 #----------------------------------------------------------------------------
 # Sync-free sampling in the losses: the same numbers as the host-side code it replaced.
 
-def test_patch_params_drawn_on_device_equal_the_cpu_draw():
+def test_patch_params_equal_the_plain_cpu_draw():
     from eg3d_ext.loss_3dgp import sample_patch_params
     torch.manual_seed(5)
     got = sample_patch_params(10, beta=0.3, min_scale=0.25, alpha=1.0, group_size=4)
@@ -151,7 +151,7 @@ def test_compiled_mapping_matches_plain():
     torch.manual_seed(0)
     M = MappingNetwork(z_dim=8, c_dim=3, w_dim=8, num_ws=3, num_layers=2).requires_grad_(False)
     z, c = torch.randn(4, 8), torch.eye(3)[[0, 1, 2, 0]]
-    view = FastNetwork(M, compile=True)
+    view = FastNetwork(M, use_compile=True)
     out = view(z, c)
     assert isinstance(view._calls['__call__'], torch._dynamo.eval_frame.OptimizedModule)
     assert torch.allclose(out, M(z, c), rtol=1e-5, atol=1e-6)

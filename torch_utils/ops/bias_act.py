@@ -86,6 +86,8 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
         raise ValueError('bias_act: x must be a tensor')
     if impl not in ('ref', 'cuda'):
         raise ValueError(f"bias_act: impl must be 'ref' or 'cuda', got {impl!r}")
+    if b is not None and b.dtype != x.dtype and torch.is_autocast_enabled(x.device.type):
+        b = b.to(x.dtype) # --amp=bf16: layers cast b before autocast lowers x (the kernel needs one dtype)
     if impl == 'cuda' and x.is_cuda and not custom_ops.ref_forced() and _plugin.ready():
         return _bias_act_cuda(dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp).apply(x, b)
     return _bias_act_ref(x=x, b=b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)

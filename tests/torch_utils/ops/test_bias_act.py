@@ -142,3 +142,17 @@ def test_cuda_function_logic(monkeypatch, act, clamp):
         assert torch.autograd.gradgradcheck(cuda_fn, [x, b])
 
 #----------------------------------------------------------------------------
+
+@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='needs CUDA')])])
+def test_autocast_casts_bias_to_the_input_dtype(device):
+    """--amp=bf16: layers hand over an fp32 bias with a bf16 input; the op (and the CUDA kernel) take x's dtype."""
+    x = torch.randn([2, 3, 4, 4], device=device)
+    b = torch.randn([3], device=device)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        y = bias_act.bias_act(x.bfloat16(), b, act='lrelu')
+    assert y.dtype == torch.bfloat16
+    ref = bias_act._bias_act_ref(x.bfloat16().float(), b.bfloat16().float(), act='lrelu')
+    torch.testing.assert_close(y.float(), ref, rtol=1e-2, atol=1e-2)
+    with pytest.raises(ValueError, match='dtype'): # the kernel path itself still refuses mixed dtypes
+        bias_act._bias_act_cuda(dim=1, act='lrelu', alpha=None, gain=None, clamp=None).apply(x.bfloat16(), b)
