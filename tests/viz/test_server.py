@@ -1,6 +1,7 @@
 """Viewer app (viser): starts on a free loopback port and serves the page, maps the browser camera to EG3D's, renders
 frames that match G, exports files, loads pickles and .safetensors, and shows errors in the page instead of crashing."""
 
+import contextlib
 import math
 import os
 import queue
@@ -194,14 +195,20 @@ def test_bad_params_are_clear_errors(viewer):
     with pytest.raises(IOError, match='cannot listen on'): # an address of no interface here (TEST-NET-3): no traffic
         ViewerServer(host='203.0.113.7', port=0).start()
 
-def test_start_never_hangs(monkeypatch):
-    """viser moves on from a taken port 65535 to 65536 and hangs: refused first. A start that hangs anyway times out."""
+@contextlib.contextmanager
+def last_port_taken():
+    """Hold 127.0.0.1:65535 for the block (if someone else holds it, it is taken all the same)."""
     with socket.socket() as taken:
         try:
             taken.bind(('127.0.0.1', 65535))
             taken.listen()
         except OSError:
-            pass # someone else holds it: taken all the same
+            pass
+        yield
+
+def test_start_never_hangs(monkeypatch):
+    """viser moves on from a taken port 65535 to 65536 and hangs: refused first. A start that hangs anyway times out."""
+    with last_port_taken():
         with pytest.raises(IOError, match='every port from 65535 to 65535 is taken'):
             ViewerServer(port=65535).start()
     release = threading.Event()
@@ -352,12 +359,7 @@ def test_cli_bad_network_serves_the_error(tmp_path):
     assert 'nope.pkl' in out and 'no such file' in out
 
 def test_cli_last_port_taken_exits_with_a_message(tmp_path):
-    with socket.socket() as taken:
-        try:
-            taken.bind(('127.0.0.1', 65535))
-            taken.listen()
-        except OSError:
-            pass # someone else holds it: taken all the same
+    with last_port_taken():
         proc, lines = viewer_process(tmp_path, '--port', '65535', '--outdir', str(tmp_path))
         try:
             out = read_until(lines, lambda text: False)
