@@ -79,12 +79,11 @@ def preset_3dgp(opts: dict) -> dnnlib.EasyDict:
     teacher = _opt(opts, 'teacher', None)
     reference_bugs = bool(_opt(opts, 'reference_bugs', False))
     need_emb = bool(kd_weight > 0 and not teacher)
-    c.training_set_kwargs, _ = init_dataset_kwargs(opts.data, class_name='eg3d_ext.dataset_rgbd.RGBDDataset',
+    c.training_set_kwargs, dataset = init_dataset_kwargs(opts.data, class_name='eg3d_ext.dataset_rgbd.RGBDDataset',
         use_depth=use_depth, require_depth=use_depth, use_embeddings=need_emb, require_embeddings=need_emb)
     c.training_set_kwargs.use_labels = bool(c.training_set_kwargs.use_labels and _opt(opts, 'cond', True))
     c.training_set_kwargs.xflip = bool(opts.mirror)
-    kd_dim = 0 if kd_weight <= 0 else feature_dim(teacher) if teacher else \
-        dnnlib.util.construct_class_by_name(**c.training_set_kwargs).embedding_dim # any timm teacher, not just 2048-d
+    kd_dim = 0 if kd_weight <= 0 else feature_dim(teacher) if teacher else dataset.embedding_dim # any timm teacher
     res = c.training_set_kwargs.resolution
     if patch_res > res:
         raise ValueError(f'--patch-res={patch_res} exceeds the dataset resolution {res}')

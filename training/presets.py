@@ -38,14 +38,14 @@ def apply_preset_defaults(preset: Any, opts: dnnlib.EasyDict, cfg: str = '?') ->
 #----------------------------------------------------------------------------
 # Building blocks shared with plugin presets (e.g. eg3d_ext/presets.py).
 
-def init_dataset_kwargs(data: str, class_name: str = 'training.dataset.ImageFolderDataset', **kwargs: Any) -> Tuple[dnnlib.EasyDict, str]:
-    """Probe the dataset once; returns (dataset kwargs with resolution/use_labels/max_size filled in, dataset name)."""
+def init_dataset_kwargs(data: str, class_name: str = 'training.dataset.ImageFolderDataset', **kwargs: Any) -> Tuple[dnnlib.EasyDict, Any]:
+    """Probe the dataset once; returns (dataset kwargs with resolution/use_labels/max_size filled in, the probed dataset)."""
     dataset_kwargs = dnnlib.EasyDict(class_name=class_name, path=data, use_labels=True, max_size=None, xflip=False, **kwargs)
     dataset_obj = dnnlib.util.construct_class_by_name(**dataset_kwargs)  # IOError/ValueError propagate with their message
     dataset_kwargs.resolution = dataset_obj.resolution  # Be explicit about resolution.
     dataset_kwargs.use_labels = dataset_obj.has_labels  # Be explicit about labels.
     dataset_kwargs.max_size = len(dataset_obj)  # Be explicit about dataset size.
-    return dataset_kwargs, dataset_obj.name
+    return dataset_kwargs, dataset_obj
 
 def common_config(opts: dnnlib.EasyDict) -> dnnlib.EasyDict:
     """Options every preset shares: batch/GPU layout, schedule, logging, data loading, optimisers, resume, speed."""
@@ -95,7 +95,7 @@ SR_MODULES = {  # dataset resolution -> superresolution class (EG3D)
 def eg3d_config(opts: dnnlib.EasyDict, **dataset_rendering: Any) -> dnnlib.EasyDict:
     """Full EG3D config; `dataset_rendering` are the per-dataset rendering_kwargs (ray bounds, box, camera)."""
     c = common_config(opts)
-    c.training_set_kwargs, _name = init_dataset_kwargs(opts.data)
+    c.training_set_kwargs, _ = init_dataset_kwargs(opts.data)
     if opts.cond and not c.training_set_kwargs.use_labels:
         raise ValueError('--cond=True requires labels specified in dataset.json')
     c.training_set_kwargs.use_labels = opts.cond
