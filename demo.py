@@ -19,7 +19,7 @@ import re
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import click
 import numpy as np
@@ -238,17 +238,26 @@ Such a short CPU run shows the pipeline working end to end; it is far from conve
     with dnnlib.util.atomic_write(os.path.join(out, 'README.md'), 'wt') as f:
         f.write(text)
 
+def setup_options(fn: Callable) -> Callable:
+    """The data, training and metric options the demo shares with bench/study.py (same defaults, same meaning)."""
+    options = [
+        click.option('--data-dir', help='Where to build (or find) the synthetic set', metavar='DIR', default='demo_data', show_default=True),
+        click.option('--num-images', help='Images in the synthetic set', type=click.IntRange(min=16), default=2000, show_default=True),
+        click.option('--resolution', help='Image resolution', type=click.Choice(['32', '64']), default='32', show_default=True),
+        click.option('--batch', help='Batch size', type=click.IntRange(min=4), default=8, show_default=True),
+        click.option('--seed', help='Random seed (data and training)', type=int, default=0, show_default=True),
+        click.option('--metric-scale', help='Multiplier for the metric sample counts (fid 512, depth 128, nfs 64)', type=click.FloatRange(min=0.01), default=1, show_default=True),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
 @click.command(help=__doc__)
 @click.option('--outdir', help='Where to write the outputs', metavar='DIR', default='demo_out', show_default=True)
 @click.option('--kimg', help='Training length in thousands of images', type=click.FloatRange(min=0, min_open=True), default=6, show_default=True)
-@click.option('--data-dir', help='Where to build (or find) the synthetic set', metavar='DIR', default='demo_data', show_default=True)
-@click.option('--num-images', help='Images in the synthetic set', type=click.IntRange(min=16), default=2000, show_default=True)
-@click.option('--resolution', help='Image resolution', type=click.Choice(['32', '64']), default='32', show_default=True)
-@click.option('--batch', help='Batch size', type=click.IntRange(min=4), default=8, show_default=True)
-@click.option('--seed', help='Random seed (data and training)', type=int, default=0, show_default=True)
+@setup_options
 @click.option('--frames', help='Orbit video length', type=click.IntRange(min=1), default=48, show_default=True)
 @click.option('--shape-res', help='Density volume resolution for the mesh', type=click.IntRange(min=16), default=96, show_default=True)
-@click.option('--metric-scale', help='Multiplier for the metric sample counts (fid 512, depth 128, nfs 64)', type=click.FloatRange(min=0.01), default=1, show_default=True)
 def main(outdir, kimg, data_dir, num_images, resolution, batch, seed, frames, shape_res, metric_scale):
     try:
         run_demo(outdir, kimg, data_dir, num_images, int(resolution), batch, seed, frames, shape_res, metric_scale)

@@ -73,12 +73,7 @@ def table(results: List[Dict]) -> str:
 @click.option('--outdir', help='Where to write the runs and the tables', metavar='DIR', default='bench/results/study', show_default=True)
 @click.option('--kimg', help='Training length of every run', type=click.FloatRange(min=0, min_open=True), default=1, show_default=True)
 @click.option('--runs', help='Comma-separated subset of ' + ','.join(RUNS), default=','.join(RUNS), show_default=True)
-@click.option('--data-dir', help='Where to build (or find) the synthetic set', metavar='DIR', default='demo_data', show_default=True)
-@click.option('--num-images', help='Images in the synthetic set', type=click.IntRange(min=16), default=2000, show_default=True)
-@click.option('--resolution', help='Image resolution', type=click.Choice(['32', '64']), default='32', show_default=True)
-@click.option('--batch', help='Batch size', type=click.IntRange(min=4), default=8, show_default=True)
-@click.option('--seed', help='Random seed (data and training)', type=int, default=0, show_default=True)
-@click.option('--metric-scale', help='Multiplier for the metric sample counts (fid 512, depth 128, nfs 64)', type=click.FloatRange(min=0.01), default=1, show_default=True)
+@demo.setup_options
 def main(outdir, kimg, runs, data_dir, num_images, resolution, batch, seed, metric_scale):
     names = [n.strip() for n in runs.split(',') if n.strip()]
     bad = [n for n in names if n not in RUNS]
