@@ -6,15 +6,20 @@ import torch
 
 #----------------------------------------------------------------------------
 
+def eg3d_rendering_kwargs(depth_resolution: int) -> dict:
+    """EG3D FFHQ rendering options at 128 px (2X SR), with `depth_resolution` coarse and importance samples."""
+    return dict(image_resolution=128, disparity_space_sampling=False, clamp_mode='softplus',
+        superresolution_module='training.superresolution.SuperresolutionHybrid2X', c_gen_conditioning_zero=False,
+        gpc_reg_prob=0.5, c_scale=1.0, superresolution_noise_mode='none', density_reg=0.25, density_reg_p_dist=0.004,
+        reg_type='l1', decoder_lr_mul=1.0, sr_antialias=True, depth_resolution=depth_resolution,
+        depth_resolution_importance=depth_resolution, ray_start=2.25, ray_end=3.3, box_warp=1, avg_camera_radius=2.7,
+        avg_camera_pivot=[0, 0, 0.2])
+
 def tiny_eg3d_G():
     """Smallest EG3D config the official layout allows: 2X SR to 128 px (w_dim 512 is fixed by the SR blocks),
     a 256^2 backbone with 4-16 channels, rendering 16^2 x (4 + 4) samples."""
     from training.triplane import TriPlaneGenerator
-    rk = dict(image_resolution=128, disparity_space_sampling=False, clamp_mode='softplus',
-        superresolution_module='training.superresolution.SuperresolutionHybrid2X', c_gen_conditioning_zero=False,
-        gpc_reg_prob=0.5, c_scale=1.0, superresolution_noise_mode='none', density_reg=0.25, density_reg_p_dist=0.004,
-        reg_type='l1', decoder_lr_mul=1.0, sr_antialias=True, depth_resolution=4, depth_resolution_importance=4,
-        ray_start=2.25, ray_end=3.3, box_warp=1, avg_camera_radius=2.7, avg_camera_pivot=[0, 0, 0.2])
+    rk = eg3d_rendering_kwargs(depth_resolution=4)
     torch.manual_seed(0)
     G = TriPlaneGenerator(z_dim=512, c_dim=25, w_dim=512, img_resolution=128, img_channels=3, rendering_kwargs=rk,
         mapping_kwargs=dict(num_layers=2), channel_base=512, channel_max=16, num_fp16_res=0, sr_num_fp16_res=0)

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 import dnnlib
 import legacy
+from tests._tiny_generators import eg3d_rendering_kwargs
 from torch_utils import persistence
 from training.augment import AugmentPipe
 from training.snapshots import snapshot_module as _snapshot_module
@@ -22,11 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRONTAL = [1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1, 4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1]
 
 def tiny_nets():
-    rk = dict(image_resolution=128, disparity_space_sampling=False, clamp_mode='softplus',
-              superresolution_module='training.superresolution.SuperresolutionHybrid2X', c_gen_conditioning_zero=False,
-              gpc_reg_prob=0.5, c_scale=1.0, superresolution_noise_mode='none', density_reg=0.25, density_reg_p_dist=0.004,
-              reg_type='l1', decoder_lr_mul=1.0, sr_antialias=True, depth_resolution=6, depth_resolution_importance=6,
-              ray_start=2.25, ray_end=3.3, box_warp=1, avg_camera_radius=2.7, avg_camera_pivot=[0, 0, 0.2])
+    rk = eg3d_rendering_kwargs(depth_resolution=6)
     torch.manual_seed(0)
     G = dnnlib.util.construct_class_by_name(class_name='training.triplane.TriPlaneGenerator', z_dim=512, w_dim=512, c_dim=25,
         img_resolution=128, img_channels=3, mapping_kwargs=dnnlib.EasyDict(num_layers=1), channel_base=256, channel_max=8,
